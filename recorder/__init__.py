@@ -1,0 +1,1 @@
+"""Composite recorder (arrives with the recorder issue)."""

@@ -1,0 +1,3 @@
+"""A WebRTC selective forwarding unit (SFU) daemon."""
+
+__version__ = "0.1.0"

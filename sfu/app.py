@@ -1,0 +1,123 @@
+"""Composition root: wires the packages together and owns every task of the daemon.
+
+Shutdown: the first SIGTERM or SIGINT starts a drain — ``/readyz`` answers 503 at once, new
+joins are refused, existing sessions get up to ``server.drain_timeout_s`` to leave on their
+own and are then sent ``leave`` with reason ``server_shutdown``; the process exits 0.
+A second SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+import sfu
+from sfu import log, metrics
+from sfu.config import Config
+from sfu.httpserver import make_http_app, make_metrics_app
+from sfu.rooms import RoomService
+from sfu.rtc_server import SignalServer
+from signaling.auth import TokenVerifier
+
+logger = log.get("sfu.app")
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._stop = asyncio.Event()
+        self._sigint_count = 0
+        secrets = cfg.api_secrets()
+        public_keys = {pk.kid: (pk.alg, Path(pk.pem_file).read_bytes())
+                       for pk in cfg.auth.public_keys}
+        self.verifier = TokenVerifier(secrets, public_keys, leeway_s=cfg.auth.leeway_s)
+        self.rooms = RoomService(
+            auto_create=cfg.room.auto_create, max_participants=cfg.room.max_participants,
+            empty_timeout_s=cfg.room.empty_timeout_s,
+            resume_window_s=cfg.signaling.resume_window_s, rng=random.SystemRandom())
+        self.signal = SignalServer(cfg, verifier=self.verifier, rooms=self.rooms,
+                                   api_secrets=secrets)
+        self.draining = False
+
+    def is_ready(self) -> bool:
+        return not self.draining
+
+    def request_stop(self, signame: str) -> None:
+        if signame == "SIGINT":
+            self._sigint_count += 1
+            if self._sigint_count >= 2:
+                logger.warning("second_sigint_exit_now")
+                os._exit(130)
+        if not self.draining:
+            logger.info("drain_started", signal=signame,
+                        drain_timeout_s=self.cfg.server.drain_timeout_s)
+        self.draining = True
+        metrics.draining.set(1)
+        self.signal.begin_drain()
+        self._stop.set()
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        metrics.build_info.labels(sfu.__version__).set(1)
+        metrics.up_since.set(time.time())
+
+        http_app = make_http_app(is_ready=self.is_ready)
+        self.signal.mount(http_app)
+        runners: list[web.AppRunner] = []
+        try:
+            runners.append(await self._start(http_app, self.cfg.server.http_host,
+                                             self.cfg.server.http_port))
+            if self.cfg.metrics.enabled:
+                runners.append(await self._start(make_metrics_app(), self.cfg.metrics.host,
+                                                 self.cfg.metrics.port))
+            logger.info("server_started", version=sfu.__version__,
+                        http=f"{self.cfg.server.http_host}:{self.cfg.server.http_port}",
+                        metrics=(f"{self.cfg.metrics.host}:{self.cfg.metrics.port}"
+                                 if self.cfg.metrics.enabled else "off"))
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._loop_lag()), tg.create_task(self.signal.run())]
+                await self._stop.wait()
+                await self._drain()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
+        logger.info("server_stopped")
+        return 0
+
+    async def _start(self, app: web.Application, host: str, port: int) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        return runner
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.cfg.server.drain_timeout_s
+        # polling: sessions end in many places; a 100 ms poll is simpler than a shared event
+        while self.signal.session_count() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        logger.info("drain_finished", remaining_sessions=self.signal.session_count())
+        await self.signal.finish_drain()
+
+    async def _loop_lag(self, interval_s: float = 0.5) -> None:
+        window_max = 0.0
+        n = 0
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(interval_s)
+            lag = max(0.0, time.perf_counter() - started - interval_s)
+            metrics.event_loop_lag.observe(lag)
+            window_max = max(window_max, lag)
+            n += 1
+            if n >= 10:
+                metrics.event_loop_lag_max.set(window_max)
+                window_max, n = 0.0, 0

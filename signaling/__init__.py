@@ -1,0 +1,1 @@
+"""Signaling protocol: messages and schemas, JWT auth, rate limiting. Stands alone."""
