@@ -246,10 +246,17 @@ def _numeric_date(payload: Mapping[str, Any], name: str) -> float | None:
     return number
 
 
+# Longest values the signaling schemas let the server relay (ParticipantInfo).
+_CLAIM_MAX_CHARS: Final = {"sub": 256, "name": 256, "metadata": 65536, "iss": 256}
+
+
 def _optional_str(payload: Mapping[str, Any], name: str) -> str:
     value = payload.get(name, "")
     if not isinstance(value, str):
         raise _malformed(f"claim {name!r} must be a string, got {type(value).__name__}")
+    limit = _CLAIM_MAX_CHARS.get(name)
+    if limit is not None and len(value) > limit:
+        raise _malformed(f"claim {name!r} is longer than {limit} characters")
     return value
 
 

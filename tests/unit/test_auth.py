@@ -776,3 +776,11 @@ def test_parse_ttl_rejects_garbage(text: str) -> None:
 def test_parse_ttl_rejects_zero(text: str) -> None:
     with pytest.raises(ValueError, match="greater than zero"):
         parse_ttl(text)
+
+
+@pytest.mark.parametrize(("claim", "limit"), [("sub", 256), ("name", 256)])
+def test_overlong_identity_claims_are_malformed(verifier: TokenVerifier, claim: str,
+                                                limit: int) -> None:
+    assert verifier.verify(hs256(**{claim: "x" * limit}), NOW)
+    err = rejected(verifier, hs256(**{claim: "x" * (limit + 1)}))
+    assert err.code == TOKEN_MALFORMED and claim in err.message
