@@ -361,6 +361,17 @@ async def test_publish_permissions(sd: Daemon) -> None:
     await cam_only.request({"type": "mute", "track_sid": r["track"]["sid"], "muted": True})
     upd = await viewer.expect("participant_updated")
     assert upd["participant"]["tracks"][0]["muted"] is True
+    # an admin mutes cam's track: cam and the others are told
+    ops = await Client.connect(f"{sd.ws}?access_token={sd.token('ops', 'room1', room_join=False, room_admin=True)}")
+    await ops.expect("control_ready")
+    unmute = await ops.request({"type": "mute_published_track", "identity": "cam",
+                                "track_sid": r["track"]["sid"], "muted": False})
+    assert unmute["type"] == "ack"
+    for c in (cam_only, viewer):
+        while True:
+            upd = await c.expect("participant_updated")
+            if upd["participant"]["tracks"][0]["muted"] is False:
+                break
     no_sub, _ = await join(sd, "nosub", can_subscribe=False)
     r = await no_sub.request({"type": "subscription", "track_sids": ["TR_x"], "subscribe": True})
     assert r["code"] == "permission_denied"
