@@ -21,7 +21,8 @@ import sfu
 from sfu import log, metrics
 from sfu.config import Config
 from sfu.httpserver import make_http_app, make_metrics_app
-from sfu.rooms import RoomService
+from sfu.media import MediaNode
+from sfu.rooms import Out, RoomService
 from sfu.rtc_server import SignalServer
 from signaling.auth import TokenVerifier
 
@@ -41,9 +42,14 @@ class App:
             auto_create=cfg.room.auto_create, max_participants=cfg.room.max_participants,
             empty_timeout_s=cfg.room.empty_timeout_s,
             resume_window_s=cfg.signaling.resume_window_s, rng=random.SystemRandom())
+        self.media = MediaNode(cfg, self.rooms, self._deliver)
+        metrics.media_collector.source = self.media.snapshot
         self.signal = SignalServer(cfg, verifier=self.verifier, rooms=self.rooms,
-                                   api_secrets=secrets)
+                                   api_secrets=secrets, media=self.media)
         self.draining = False
+
+    def _deliver(self, outs: list[Out]) -> None:
+        self.signal.deliver(outs)
 
     def is_ready(self) -> bool:
         return not self.draining
@@ -72,6 +78,7 @@ class App:
         http_app = make_http_app(is_ready=self.is_ready)
         self.signal.mount(http_app)
         runners: list[web.AppRunner] = []
+        await self.media.start()
         try:
             runners.append(await self._start(http_app, self.cfg.server.http_host,
                                              self.cfg.server.http_port))
@@ -91,6 +98,7 @@ class App:
         finally:
             for runner in reversed(runners):
                 await runner.cleanup()
+            await self.media.close()
         logger.info("server_stopped")
         return 0
 

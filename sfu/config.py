@@ -92,6 +92,7 @@ class RtcConfig:
     node_ip: str = _f("", kind="ip_or_empty")
     socket_rcvbuf_bytes: int = _f(4 * 1024 * 1024, 65536, 256 * 1024 * 1024)
     socket_sndbuf_bytes: int = _f(4 * 1024 * 1024, 65536, 256 * 1024 * 1024)
+    data_max_message_bytes: int = _f(65536, 1024, 262144)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,13 +8,17 @@ the connection's token grants and its participant's (possibly updated) permissio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sfu.rooms import Out, Participant, Permission, RoomError, RoomService
 from signaling import errors as E
 from signaling.auth import Claims
 
-MEDIA_NOT_READY = frozenset({"offer", "answer", "trickle"})
+
+class MediaHandler(Protocol):
+    """The media shell's entry point for offer / answer / trickle messages."""
+
+    def handle(self, p: Participant, msg: dict[str, Any], now: float) -> list[Out]: ...
 
 
 @dataclass(slots=True)
@@ -47,8 +51,9 @@ def _denied(what: str) -> RoomError:
 
 
 class Dispatcher:
-    def __init__(self, rooms: RoomService) -> None:
+    def __init__(self, rooms: RoomService, media: MediaHandler | None = None) -> None:
         self.rooms = rooms
+        self.media = media
 
     def handle(self, conn: Connection, msg: dict[str, Any], now: float) -> list[Out]:
         kind = msg["type"]
@@ -131,20 +136,27 @@ class Dispatcher:
         p = self._me(conn)
         if not p.permission.can_subscribe:
             raise _denied("canSubscribe")
-        raise RoomError(E.NOT_IMPLEMENTED, "subscription arrives with the WebRTC transports")
+        self.rooms.set_subscribed(p, msg["track_sids"], msg["subscribe"])
+        return [self._ack(conn, msg)]
 
     def _on_track_settings(self, conn: Connection, msg: dict[str, Any],
                            now: float) -> list[Out]:
         p = self._me(conn)
         if not p.permission.can_subscribe:
             raise _denied("canSubscribe")
-        raise RoomError(E.NOT_IMPLEMENTED, "track_settings arrives with the WebRTC transports")
+        raise RoomError(E.NOT_IMPLEMENTED, "track_settings arrives with simulcast layer selection")
 
     def _media(self, conn: Connection, msg: dict[str, Any], now: float) -> list[Out]:
         p = self._me(conn)
-        if msg.get("target") == "publisher" and not p.permission.can_publish:
-            raise _denied("canPublish")
-        raise RoomError(E.NOT_IMPLEMENTED, f"{msg['type']} arrives with the WebRTC transports")
+        if msg["type"] == "offer" and msg["target"] != "publisher":
+            raise RoomError(E.INVALID_MESSAGE,
+                            "offer.target: clients offer on the publisher transport only")
+        if msg["type"] == "answer" and msg["target"] != "subscriber":
+            raise RoomError(E.INVALID_MESSAGE,
+                            "answer.target: clients answer on the subscriber transport only")
+        if self.media is None:
+            raise RoomError(E.NOT_IMPLEMENTED, "this server runs without media")
+        return self.media.handle(p, msg, now)
 
     _on_offer = _on_answer = _on_trickle = _media
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from sfu import metrics
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,6 +48,7 @@ def make_http_app(*, is_ready: Callable[[], bool]) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_static("/static/", STATIC_DIR)
     return app
 
 

@@ -7,6 +7,9 @@ this module: shells read the cores' counters and update these.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,6 +19,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -71,3 +75,56 @@ sessions_resumed = Counter(
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+class MediaCollector:
+    """Counters kept as plain ints by the media path, read only when /metrics is scraped.
+
+    The per-packet path never touches a Prometheus object: it bumps ints on its own objects
+    and this collector turns them into metric families at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, Any]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.source() if self.source is not None else {}
+
+        def counter(name: str, doc: str, labels: list[str] | None = None,
+                    values: dict[tuple[str, ...], float] | float | None = None
+                    ) -> CounterMetricFamily:
+            fam = CounterMetricFamily(name, doc, labels=labels)
+            if isinstance(values, dict):
+                for key, v in values.items():
+                    fam.add_metric(list(key), v)
+            elif values is not None:
+                fam.add_metric([], values)
+            return fam
+
+        yield counter("sfu_udp_datagrams", "Datagrams on the media UDP port.", ["direction"],
+                      {("in",): snap.get("datagrams_in", 0), ("out",): snap.get("datagrams_out", 0)})
+        yield counter("sfu_udp_bytes", "Bytes on the media UDP port.", ["direction"],
+                      {("in",): snap.get("bytes_in", 0), ("out",): snap.get("bytes_out", 0)})
+        yield counter("sfu_udp_dropped_datagrams", "Datagrams dropped on the media port, by reason.",
+                      ["reason"], {(r,): v for r, v in snap.get("drops", {}).items()})
+        yield counter("sfu_udp_kernel_rx_drops",
+                      "Datagrams the kernel dropped because the receive buffer was full.",
+                      None, snap.get("kernel_rx_drops", 0))
+        yield counter("sfu_ice_restarts", "ICE restarts of publisher transports.", None,
+                      snap.get("ice_restarts", 0))
+        yield counter("sfu_dtls_failures", "Transports whose DTLS handshake failed.", None,
+                      snap.get("dtls_failures", 0))
+        yield counter("sfu_subscriber_offers", "Offers sent on subscriber transports.", None,
+                      snap.get("subscriber_offers", 0))
+        yield counter("sfu_data_messages", "Data channel messages relayed.", ["direction"],
+                      {("in",): snap.get("data_in", 0), ("out",): snap.get("data_out", 0)})
+        yield counter("sfu_data_messages_dropped", "Data channel messages dropped, by reason.",
+                      ["reason"], {(r,): v for r, v in snap.get("data_dropped", {}).items()})
+        yield counter("sfu_publisher_rtp_packets", "RTP packets received from publishers.",
+                      None, snap.get("rtp_in", 0))
+        yield counter("sfu_rtcp_feedback_packets", "RTCP feedback packets sent to publishers.",
+                      ["kind"], {(k,): v for k, v in snap.get("feedback", {}).items()})
+
+
+media_collector = MediaCollector()
+REGISTRY.register(media_collector)  # type: ignore[arg-type]

@@ -94,6 +94,8 @@ class Participant:
     connected: bool = True
     disconnected_at: float | None = None
     tracks: dict[str, Track] = field(default_factory=dict)
+    #: track sids this participant turned off with a ``subscription`` message
+    unsubscribed: set[str] = field(default_factory=set)
 
     @property
     def hidden(self) -> bool:
@@ -145,6 +147,9 @@ class RoomService:
         self._rng = rng
         self.rooms: dict[str, Room] = {}
         self.by_session: dict[str, Participant] = {}
+        #: rooms whose participants, tracks or permissions changed since the media shell
+        #: last looked (it empties the set)
+        self.dirty_rooms: set[str] = set()
 
     # -- ids ---------------------------------------------------------------------------------
     def _id(self, prefix: str, n: int = 12) -> str:
@@ -225,6 +230,7 @@ class RoomService:
         )
         room.participants[identity] = p
         room.empty_since = None
+        self.dirty_rooms.add(room.name)
         self.by_session[p.session_id] = p
         if not p.hidden:
             msg = {"type": "participant_joined", "participant": p.to_wire()}
@@ -295,6 +301,7 @@ class RoomService:
         if metadata is not None:
             p.metadata = metadata
         was_hidden = p.hidden
+        self.dirty_rooms.add(p.room)
         if permission:
             for key, value in permission.items():
                 setattr(p.permission, key,
@@ -316,12 +323,20 @@ class RoomService:
                       layers=list(layers or []))
         p.tracks[track.sid] = track
         room = self.rooms[p.room]
+        self.dirty_rooms.add(room.name)
         msg = {"type": "track_published", "participant_sid": p.sid, "track": track.to_wire()}
         out = [Out(p.session_id, {**msg, "cid": cid})]
         if not p.hidden:
             out += [Out(o.session_id, msg) for o in room.participants.values()
                     if o is not p and o.connected]
         return track, out
+
+    def set_subscribed(self, p: Participant, track_sids: list[str], subscribe: bool) -> None:
+        if subscribe:
+            p.unsubscribed.difference_update(track_sids)
+        else:
+            p.unsubscribed.update(track_sids)
+        self.dirty_rooms.add(p.room)
 
     def set_track_muted(self, p: Participant, track_sid: str, muted: bool) -> list[Out]:
         track = p.tracks.get(track_sid)
@@ -367,6 +382,7 @@ class RoomService:
     def _drop(self, room: Room, p: Participant, reason: str, *, notify_self: bool,
               announce: bool = True) -> list[Out]:
         out: list[Out] = []
+        self.dirty_rooms.add(room.name)
         if room.participants.get(p.identity) is p:
             del room.participants[p.identity]
         self.by_session.pop(p.session_id, None)

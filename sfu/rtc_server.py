@@ -21,6 +21,7 @@ import sfu
 from sfu import log, metrics
 from sfu.config import Config
 from sfu.dispatch import Connection, Dispatcher, permission_from_claims
+from sfu.media import MediaNode
 from sfu.rooms import Out, RoomService
 from signaling import errors as E
 from signaling.auth import Claims, TokenVerifier, check_room_join, mint_token
@@ -80,11 +81,13 @@ class _Socket:
 
 class SignalServer:
     def __init__(self, cfg: Config, *, verifier: TokenVerifier, rooms: RoomService,
-                 api_secrets: dict[str, str], clock: Callable[[], float] = time.time) -> None:
+                 api_secrets: dict[str, str], media: MediaNode | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.verifier = verifier
         self.rooms = rooms
-        self.dispatcher = Dispatcher(rooms)
+        self.media = media
+        self.dispatcher = Dispatcher(rooms, media)
         self.clock = clock
         self.draining = False
         self._sockets: dict[str, _Socket] = {}
@@ -97,6 +100,8 @@ class SignalServer:
 
     # -- delivery ----------------------------------------------------------------------------
     def deliver(self, outs: list[Out]) -> None:
+        if self.media is not None and self.rooms.dirty_rooms:
+            outs = outs + self.media.reconcile()
         for out in outs:
             sock = self._sockets.get(out.session_id)
             if sock is not None:

@@ -468,10 +468,17 @@ async def test_flood_is_rate_limited_then_closed(sd: Daemon) -> None:
     assert (await bob.request({"type": "ping"}))["type"] == "pong"
 
 
-async def test_media_messages_not_implemented_yet(sd: Daemon) -> None:
+async def test_bad_sdp_is_invalid_message(sd: Daemon) -> None:
     alice, _ = await join(sd, "alice")
+    offer = await alice.expect("offer")  # the subscriber transport's first offer
+    assert offer["target"] == "subscriber" and "m=application" in offer["sdp"]
     r = await alice.request({"type": "offer", "target": "publisher", "sdp": "v=0\r\n"})
-    assert r["code"] == "not_implemented"
+    assert r["code"] == "invalid_message" and "offer.sdp" in r["message"]
+    r = await alice.request({"type": "offer", "target": "subscriber", "sdp": "v=0\r\n"})
+    assert r["code"] == "invalid_message"
+    r = await alice.request({"type": "answer", "target": "subscriber", "sdp": "garbage"})
+    assert r["code"] == "invalid_message" and "answer.sdp" in r["message"]
+    assert (await alice.request({"type": "ping"}))["type"] == "pong"
 
 
 def test_mint_token_round_trip_matches_daemon_key() -> None:

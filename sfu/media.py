@@ -1,0 +1,451 @@
+"""Media shell: every participant's two WebRTC transports on the node's one UDP port.
+
+``MediaNode`` owns the shared UDP endpoint and the DTLS certificate; one ``Peer`` per
+participant holds its publisher transport (the client offers) and subscriber transport (the
+server offers; one offer at a time). Room state stays in :class:`sfu.rooms.RoomService`:
+after every change the signaling shell calls :meth:`MediaNode.reconcile`, which brings each
+dirty room's subscriber transports in line with its published tracks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCCertificate, RTCDataChannel, RTCDataChannelParameters, RTCSctpTransport
+
+from sfu import log
+from sfu.config import Config
+from sfu.negotiation import SubscriberNegotiator
+from sfu.rooms import Out, Participant, RoomError, RoomService, Track
+from sfu.rtcp_feedback import PublisherFeedback
+from sfu.webrtc import sdp as sdpmod
+from sfu.webrtc.dtls import DtlsSrtpTransport, fingerprints_from_sdp_values, serve_transport
+from sfu.webrtc.ice import IceCredentials
+from sfu.webrtc.udp import UdpEndpoint
+from signaling import errors as E
+
+logger = log.get("sfu.media")
+
+DATA_LABELS = ("_reliable", "_lossy")
+
+
+class MediaCounters:
+    """Plain counters the metrics shell reads; nothing here logs per packet."""
+
+    __slots__ = ("data_in", "data_out", "data_dropped", "dtls_failures", "ice_restarts",
+                 "subscriber_offers", "publisher_answers")
+
+    def __init__(self) -> None:
+        self.data_in = 0
+        self.data_out = 0
+        self.data_dropped: dict[str, int] = {}
+        self.dtls_failures = 0
+        self.ice_restarts = 0
+        self.subscriber_offers = 0
+        self.publisher_answers = 0
+
+    def drop(self, reason: str) -> None:
+        self.data_dropped[reason] = self.data_dropped.get(reason, 0) + 1
+
+
+class Peer:
+    """One participant's publisher and subscriber transports."""
+
+    def __init__(self, node: MediaNode, p: Participant) -> None:
+        self.node = node
+        self.participant = p
+        self.session_id = p.session_id
+        self.pub_creds = IceCredentials.generate(node.rng)
+        self.sub_creds = IceCredentials.generate(node.rng)
+        self.pub: DtlsSrtpTransport | None = None
+        self.pub_negotiation: sdpmod.PublisherNegotiation | None = None
+        self.pub_remote_ufrag = ""
+        self.pub_version = 0
+        self.sub = serve_transport(node.endpoint, f"{p.session_id}/sub", self.sub_creds,
+                                   node.certificate)
+        self.sub_started = False
+        self.sub_state: sdpmod.SubscriberOfferState | None = None
+        self.sub_version = 0
+        self.sub_tracks: dict[str, sdpmod.SubscriberTrack] = {}  # by track sid
+        self.negotiator = SubscriberNegotiator()
+        self.sub_channels: dict[str, RTCDataChannel] = {}
+        self.pub_sctp: RTCSctpTransport | None = None
+        self.sub_sctp: RTCSctpTransport | None = None
+        self.feedback: PublisherFeedback | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # -- tasks -------------------------------------------------------------------------------
+    def spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                self.node.counters.dtls_failures += 1
+                logger.warning("transport_failed", what=what, session=self.session_id,
+                               participant=self.participant.identity, error=str(exc))
+
+        task.add_done_callback(done)
+
+    # -- publisher ---------------------------------------------------------------------------
+    def on_publisher_offer(self, offer_sdp: str, now: float) -> str:
+        node = self.node
+        try:
+            remote = sdpmod.SessionDescription.parse(offer_sdp)
+        except ValueError as exc:
+            raise RoomError(E.INVALID_MESSAGE, f"offer.sdp: {exc}") from None
+        remote_ufrag = next((m.ice_ufrag for m in remote.media if m.ice_ufrag), "") or ""
+        first = self.pub is None
+        if not first and remote_ufrag and remote_ufrag != self.pub_remote_ufrag:
+            # ICE restart: new local credentials too; the old ones stay valid for a while
+            self.pub_creds = IceCredentials.generate(node.rng)
+            node.endpoint.mux.restart(f"{self.session_id}/pub", self.pub_creds.ufrag,
+                                      self.pub_creds.pwd, now)
+            node.counters.ice_restarts += 1
+        self.pub_version += 1
+        try:
+            answer, neg = sdpmod.answer_publisher_offer(
+                offer_sdp, ice_ufrag=self.pub_creds.ufrag, ice_pwd=self.pub_creds.pwd,
+                fingerprints=node.fingerprints, candidates=node.candidates,
+                policy=node.policy, session_id=node.sdp_session_id, version=self.pub_version)
+        except ValueError as exc:
+            raise RoomError(E.INVALID_MESSAGE, f"offer.sdp: {exc}") from None
+        self.pub_remote_ufrag = remote_ufrag
+        self.pub_negotiation = neg
+        if first:
+            self.feedback = PublisherFeedback(node.rng.getrandbits(32))
+            self.pub = serve_transport(node.endpoint, f"{self.session_id}/pub", self.pub_creds,
+                                       node.certificate, now=now,
+                                       on_rtp=self.feedback.on_rtp,
+                                       on_rtcp=self.feedback.on_rtcp)
+            self.spawn(self._start_publisher(neg), "publisher")
+        if self.feedback is not None:
+            self.feedback.set_negotiation(neg)
+        self._match_tracks(neg)
+        node.counters.publisher_answers += 1
+        return answer
+
+    def _match_tracks(self, neg: sdpmod.PublisherNegotiation) -> None:
+        """Tracks announced with add_track are matched to the offer's m-sections by mid."""
+        for track in self.participant.tracks.values():
+            media = neg.media.get(track.mid or "")
+            if media is not None and media.kind == track.kind and media.direction != "inactive":
+                if track.sid not in self.node.track_codecs:
+                    self.node.rooms.dirty_rooms.add(self.participant.room)
+                self.node.track_codecs[track.sid] = media.codecs
+
+    async def _start_publisher(self, neg: sdpmod.PublisherNegotiation) -> None:
+        assert self.pub is not None
+        await self.pub.start(fingerprints_from_sdp_values(
+            f"{f.algorithm} {f.value}" for f in neg.remote_fingerprints))
+        logger.info("publisher_connected", session=self.session_id,
+                    participant=self.participant.identity)
+        if self.feedback is not None:
+            self.feedback.attach(self.pub)
+        if neg.data_channel:
+            self.pub_sctp = await self.pub.start_sctp(
+                remote_port=neg.sctp_port or sdpmod.DEFAULT_SCTP_PORT,
+                max_message_size=self.node.cfg.rtc.data_max_message_bytes)
+            self.pub_sctp.on("datachannel", self._on_publisher_channel)
+
+    def _on_publisher_channel(self, channel: RTCDataChannel) -> None:
+        label = channel.label if channel.label in DATA_LABELS else "_reliable"
+
+        @channel.on("message")  # type: ignore[misc]
+        def on_message(data: bytes | str) -> None:
+            self.node.relay_data(self, label, data)
+
+    # -- subscriber --------------------------------------------------------------------------
+    def wanted_offer(self) -> str | None:
+        """Build the next subscriber offer if none is outstanding (else merge it later)."""
+        if self.closed or not self.negotiator.want_offer():
+            return None
+        node = self.node
+        self.sub_version += 1
+        tracks = list(self.sub_tracks.values())
+        try:
+            sdp, state = sdpmod.offer_subscriber(
+                tracks, ice_ufrag=self.sub_creds.ufrag, ice_pwd=self.sub_creds.pwd,
+                fingerprints=node.fingerprints, candidates=node.candidates, policy=node.policy,
+                session_id=node.sdp_session_id, version=self.sub_version,
+                previous=self.sub_state, data_channel=True,
+                max_message_size=node.cfg.rtc.data_max_message_bytes)
+        except ValueError:
+            logger.exception("subscriber_offer_failed", session=self.session_id)
+            return None
+        self.sub_state = state
+        self.negotiator.offered(self.sub_version)
+        node.counters.subscriber_offers += 1
+        return sdp
+
+    def on_subscriber_answer(self, answer_sdp: str) -> str | None:
+        if self.sub_state is None or self.negotiator.outstanding_version is None:
+            raise RoomError(E.INVALID_MESSAGE, "answer.target: no subscriber offer is outstanding")
+        try:
+            neg = sdpmod.apply_subscriber_answer(self.sub_state, answer_sdp)
+        except ValueError as exc:
+            raise RoomError(E.INVALID_MESSAGE, f"answer.sdp: {exc}") from None
+        if not self.sub_started:
+            self.sub_started = True
+            self.spawn(self._start_subscriber(neg), "subscriber")
+        again = self.negotiator.answered(self.negotiator.outstanding_version)
+        return self.wanted_offer() if again else None
+
+    async def _start_subscriber(self, neg: sdpmod.SubscriberNegotiation) -> None:
+        await self.sub.start(fingerprints_from_sdp_values(
+            f"{f.algorithm} {f.value}" for f in neg.remote_fingerprints))
+        logger.info("subscriber_connected", session=self.session_id,
+                    participant=self.participant.identity)
+        if neg.data_channel:
+            self.sub_sctp = await self.sub.start_sctp(
+                remote_port=neg.sctp_port or sdpmod.DEFAULT_SCTP_PORT,
+                max_message_size=self.node.cfg.rtc.data_max_message_bytes)
+            for label in DATA_LABELS:
+                params = (RTCDataChannelParameters(label=label, ordered=True)
+                          if label == "_reliable" else
+                          RTCDataChannelParameters(label=label, ordered=False,
+                                                   maxRetransmits=0))
+                self.sub_channels[label] = RTCDataChannel(self.sub_sctp, params)
+
+    def send_data(self, label: str, text: str) -> bool:
+        ch = self.sub_channels.get(label)
+        if ch is None or ch.readyState != "open":
+            return False
+        ch.send(text)
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        for t in (self.pub, self.sub):
+            if t is not None:
+                with contextlib.suppress(Exception):
+                    await t.stop()
+        if self.feedback is not None:
+            self.feedback.detach()
+
+
+class MediaNode:
+    def __init__(self, cfg: Config, rooms: RoomService, deliver: Callable[[list[Out]], None],
+                 *, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.rooms = rooms
+        self.deliver = deliver
+        self.rng = rng or random.SystemRandom()
+        self.policy = sdpmod.CodecPolicy()
+        self.peers: dict[str, Peer] = {}
+        self.track_codecs: dict[str, tuple[sdpmod.NegotiatedCodec, ...]] = {}
+        self.counters = MediaCounters()
+        self.sdp_session_id = self.rng.getrandbits(62)
+        self.endpoint: UdpEndpoint
+        self.certificate: RTCCertificate
+        self.fingerprints: list[tuple[str, str]] = []
+        self.candidates: list[str] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed_totals: dict[str, int] = {"rtp_in": 0, "transport_cc": 0, "rr": 0,
+                                                "remb": 0}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for the metrics collector (read at scrape time)."""
+        totals = dict(self._closed_totals)
+        for peer in self.peers.values():
+            self._add_peer_totals(totals, peer)
+        c = self.counters
+        ep = getattr(self, "endpoint", None)
+        return {
+            "datagrams_in": ep.datagrams_in if ep else 0,
+            "datagrams_out": ep.datagrams_out if ep else 0,
+            "bytes_in": ep.bytes_in if ep else 0,
+            "bytes_out": ep.bytes_out if ep else 0,
+            "drops": dict(ep.drops) if ep else {},
+            "kernel_rx_drops": ep.kernel_rx_drops() if ep else 0,
+            "ice_restarts": c.ice_restarts, "dtls_failures": c.dtls_failures,
+            "subscriber_offers": c.subscriber_offers, "data_in": c.data_in,
+            "data_out": c.data_out, "data_dropped": dict(c.data_dropped),
+            "rtp_in": totals["rtp_in"],
+            "feedback": {k: totals[k] for k in ("transport_cc", "rr", "remb")},
+        }
+
+    @staticmethod
+    def _add_peer_totals(totals: dict[str, int], peer: Peer) -> None:
+        if peer.feedback is not None:
+            core = peer.feedback.core
+            totals["rtp_in"] += core.packets
+            for k, v in core.sent.items():
+                totals[k] += v
+
+    async def start(self) -> None:
+        rtc = self.cfg.rtc
+        self.certificate = RTCCertificate.generateCertificate()
+        self.fingerprints = [(f.algorithm, f.value) for f in self.certificate.getFingerprints()]
+        self.endpoint = await UdpEndpoint.open(
+            rtc.bind_host, rtc.udp_port, rcvbuf_bytes=rtc.socket_rcvbuf_bytes,
+            sndbuf_bytes=rtc.socket_sndbuf_bytes, on_consent_expired=self._consent_expired)
+        host, port = self.endpoint.local_addr[:2]
+        announced = rtc.node_ip or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        self.candidates = [f"1 1 udp 2130706431 {announced} {port} typ host"]
+        logger.info("media_started", udp=f"{host}:{port}", announced=announced)
+
+    async def close(self) -> None:
+        for peer in list(self.peers.values()):
+            await peer.close()
+        self.peers.clear()
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=2)
+        self.endpoint.close()
+
+    def _consent_expired(self, transport_id: str) -> None:
+        logger.info("ice_consent_expired", transport=transport_id)
+
+    # -- signaling entry points (from the dispatcher) ------------------------------------------
+    def handle(self, p: Participant, msg: dict[str, Any], now: float) -> list[Out]:
+        peer = self.peers.get(p.session_id)
+        if peer is None:
+            raise RoomError(E.NOT_JOINED, "no media session for this participant")
+        kind, target = msg["type"], msg["target"]
+        if kind == "offer" and target == "publisher":
+            if not p.permission.can_publish and not p.permission.can_publish_data:
+                raise RoomError(E.PERMISSION_DENIED, "token does not grant canPublish")
+            answer = peer.on_publisher_offer(msg["sdp"], now)
+            out = [Out(p.session_id, {"type": "answer", "target": "publisher", "sdp": answer})]
+            return out + self.reconcile()
+        if kind == "answer" and target == "subscriber":
+            follow_up = peer.on_subscriber_answer(msg["sdp"])
+            if follow_up is not None:
+                return [self._offer_out(peer, follow_up)]
+            return []
+        if kind == "trickle":
+            return []  # ICE-lite: the client's candidates are learned from its checks
+        raise RoomError(E.INVALID_MESSAGE,
+                        f"{kind}.target: the server does not take a {kind} for the {target} "
+                        "transport")
+
+    def _offer_out(self, peer: Peer, sdp: str) -> Out:
+        return Out(peer.session_id, {"type": "offer", "target": "subscriber", "sdp": sdp})
+
+    # -- room state → transports -----------------------------------------------------------
+    def reconcile(self) -> list[Out]:
+        """Create/close peers and renegotiate subscriber transports of changed rooms."""
+        out: list[Out] = []
+        live = self.rooms.by_session
+        for session_id in [s for s in self.peers if s not in live]:
+            peer = self.peers.pop(session_id)
+            self._add_peer_totals(self._closed_totals, peer)
+            self._forget_tracks(peer)
+            task = asyncio.get_running_loop().create_task(peer.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        for session_id, p in live.items():
+            if session_id not in self.peers:
+                self.peers[session_id] = Peer(self, p)
+                self.rooms.dirty_rooms.add(p.room)
+        dirty, self.rooms.dirty_rooms = self.rooms.dirty_rooms, set()
+        for room_name in dirty:
+            room = self.rooms.rooms.get(room_name)
+            if room is None:
+                continue
+            published = [(o, t) for o in room.participants.values() if not o.hidden
+                         for t in o.tracks.values() if t.sid in self.track_codecs]
+            for p in room.participants.values():
+                sub_peer = self.peers.get(p.session_id)
+                if sub_peer is None:
+                    continue
+                if (self._update_subscriptions(sub_peer, p, published)
+                        or sub_peer.sub_state is None):
+                    sdp = sub_peer.wanted_offer()
+                    if sdp is not None:
+                        out.append(self._offer_out(sub_peer, sdp))
+        return out
+
+    def _forget_tracks(self, peer: Peer) -> None:
+        for sid in peer.participant.tracks:
+            self.track_codecs.pop(sid, None)
+
+    def _update_subscriptions(self, peer: Peer, p: Participant,
+                              published: list[tuple[Participant, Track]]) -> bool:
+        wanted: dict[str, tuple[Participant, Track]] = {}
+        if p.permission.can_subscribe:
+            wanted = {t.sid: (o, t) for o, t in published
+                      if o is not p and t.sid not in p.unsubscribed}
+        changed = False
+        for sid in [s for s in peer.sub_tracks if s not in wanted]:
+            del peer.sub_tracks[sid]
+            changed = True
+        taken = {t.mid for t in peer.sub_tracks.values()}
+        for sid, (owner, track) in wanted.items():
+            if sid in peer.sub_tracks:
+                continue
+            mid = None
+            if peer.sub_state is not None:
+                reusable = [m.mid for m in peer.sub_state.media
+                            if m.kind == track.kind and m.track is None and m.mid not in taken]
+                mid = reusable[0] if reusable else peer.sub_state.next_mid(taken)
+            else:
+                mid = next(str(n) for n in range(len(taken) + 1) if str(n) not in taken)
+            taken.add(mid)
+            codecs = self.track_codecs[sid]
+            has_rtx = track.kind == "video" and any(c.rtx_payload_type is not None
+                                                    for c in codecs)
+            peer.sub_tracks[sid] = sdpmod.SubscriberTrack(
+                mid=mid, kind=track.kind, stream_id=owner.sid, track_id=track.sid,
+                ssrc=self.rng.getrandbits(32) or 1,
+                rtx_ssrc=(self.rng.getrandbits(32) or 2) if has_rtx else None,
+                codecs=codecs)
+            changed = True
+        return changed
+
+    # -- data channels ---------------------------------------------------------------------
+    def relay_data(self, sender: Peer, label: str, data: bytes | str) -> None:
+        c = self.counters
+        c.data_in += 1
+        p = sender.participant
+        if not p.permission.can_publish_data:
+            c.drop("permission_denied")
+            return
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > self.cfg.rtc.data_max_message_bytes:
+            c.drop("too_large")
+            return
+        try:
+            msg = json.loads(data)
+            if not isinstance(msg, dict) or not isinstance(msg.get("payload"), str):
+                raise ValueError("no payload")
+            base64.b64decode(msg["payload"], validate=True)
+            dests = msg.get("destination_identities") or []
+            topic = msg.get("topic")
+            if not isinstance(dests, list) or not all(isinstance(d, str) for d in dests):
+                raise ValueError("bad destination_identities")
+            if topic is not None and not isinstance(topic, str):
+                raise ValueError("bad topic")
+        except (ValueError, binascii.Error):
+            c.drop("malformed")
+            return
+        body: dict[str, Any] = {"payload": msg["payload"], "kind": (
+            "reliable" if label == "_reliable" else "lossy"),
+            "from_identity": p.identity, "participant_sid": p.sid}
+        if topic is not None:
+            body["topic"] = topic
+        text = json.dumps(body, separators=(",", ":"))
+        room = self.rooms.rooms.get(p.room)
+        if room is None:
+            return
+        wanted = set(dests)
+        for o in room.participants.values():
+            if o is p or (wanted and o.identity not in wanted):
+                continue
+            peer = self.peers.get(o.session_id)
+            if peer is not None and peer.send_data(label, text):
+                c.data_out += 1
+            else:
+                c.drop("recipient_not_ready")
