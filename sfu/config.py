@@ -93,6 +93,10 @@ class RtcConfig:
     socket_rcvbuf_bytes: int = _f(4 * 1024 * 1024, 65536, 256 * 1024 * 1024)
     socket_sndbuf_bytes: int = _f(4 * 1024 * 1024, 65536, 256 * 1024 * 1024)
     data_max_message_bytes: int = _f(65536, 1024, 262144)
+    video_codecs: list[str] = _f(["VP8", "H264"], choices=("VP8", "H264"))
+    audio_codecs: list[str] = _f(["opus"], choices=("opus",))
+    allow_dtx: bool = _f(True)
+    allow_stereo: bool = _f(False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +243,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{path}.pem_file", "must not be empty")
     if not cfg.development and not cfg.auth.hmac_keys and not cfg.auth.public_keys:
         raise ConfigError("auth", "configure at least one of auth.hmac_keys or auth.public_keys")
+    for key in ("video_codecs", "audio_codecs"):
+        values = getattr(cfg.rtc, key)
+        if len(set(values)) != len(values):
+            raise ConfigError(f"rtc.{key}", "lists a codec twice")
+    if not cfg.rtc.video_codecs and not cfg.rtc.audio_codecs:
+        raise ConfigError("rtc.video_codecs", "audio_codecs and video_codecs are both empty")
     if cfg.metrics.enabled and (cfg.metrics.host, cfg.metrics.port) == (
             cfg.server.http_host, cfg.server.http_port):
         raise ConfigError("metrics.port", "must differ from server.http_port on the same host")

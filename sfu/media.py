@@ -243,7 +243,9 @@ class MediaNode:
         self.rooms = rooms
         self.deliver = deliver
         self.rng = rng or random.SystemRandom()
-        self.policy = sdpmod.CodecPolicy()
+        self.policy = sdpmod.CodecPolicy(
+            audio_codecs=tuple(cfg.rtc.audio_codecs), video_codecs=tuple(cfg.rtc.video_codecs),
+            allow_dtx=cfg.rtc.allow_dtx, allow_stereo=cfg.rtc.allow_stereo)
         self.peers: dict[str, Peer] = {}
         self.track_codecs: dict[str, tuple[sdpmod.NegotiatedCodec, ...]] = {}
         self.counters = MediaCounters()
@@ -319,11 +321,13 @@ class MediaNode:
                 raise RoomError(E.PERMISSION_DENIED, "token does not grant canPublish")
             answer = peer.on_publisher_offer(msg["sdp"], now)
             out = [Out(p.session_id, {"type": "answer", "target": "publisher", "sdp": answer})]
-            return out + self.reconcile()
+            neg = peer.pub_negotiation
+            first_mid = next(iter(neg.media), neg.data_mid) if neg is not None else None
+            return out + self._trickle(p.session_id, "publisher", first_mid) + self.reconcile()
         if kind == "answer" and target == "subscriber":
             follow_up = peer.on_subscriber_answer(msg["sdp"])
             if follow_up is not None:
-                return [self._offer_out(peer, follow_up)]
+                return self._offers(peer, follow_up)
             return []
         if kind == "trickle":
             return []  # ICE-lite: the client's candidates are learned from its checks
@@ -333,6 +337,21 @@ class MediaNode:
 
     def _offer_out(self, peer: Peer, sdp: str) -> Out:
         return Out(peer.session_id, {"type": "offer", "target": "subscriber", "sdp": sdp})
+
+    def _offers(self, peer: Peer, sdp: str) -> list[Out]:
+        first_mid = peer.sub_state.media[0].mid if peer.sub_state else None
+        return [self._offer_out(peer, sdp),
+                *self._trickle(peer.session_id, "subscriber", first_mid)]
+
+    def _trickle(self, session_id: str, target: str, mid: str | None) -> list[Out]:
+        """Our host candidate and end-of-candidates (also in the SDP; trickle both ways)."""
+        if mid is None:
+            return []
+        cand = {"candidate": f"candidate:{self.candidates[0]}", "sdp_mid": mid,
+                "sdp_mline_index": 0}
+        return [Out(session_id, {"type": "trickle", "target": target, "candidate": cand}),
+                Out(session_id, {"type": "trickle", "target": target, "candidate": None,
+                                 "end_of_candidates": True})]
 
     # -- room state → transports -----------------------------------------------------------
     def reconcile(self) -> list[Out]:
@@ -365,7 +384,7 @@ class MediaNode:
                         or sub_peer.sub_state is None):
                     sdp = sub_peer.wanted_offer()
                     if sdp is not None:
-                        out.append(self._offer_out(sub_peer, sdp))
+                        out += self._offers(sub_peer, sdp)
         return out
 
     def _forget_tracks(self, peer: Peer) -> None:

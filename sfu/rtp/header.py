@@ -440,6 +440,24 @@ def rewrite_extension(buf: bytearray, ext_id: int, value: bytes) -> None:
     buf[off : off + length] = value
 
 
+def write_transport_seq(buf: bytearray, offset: int, seq: int) -> None:
+    """Store a transport-wide seq (masked to 16 bits) at ``offset`` (see find_extension).
+
+    With :func:`rebuild_extensions` this makes the fan-out path cheap: rebuild once per
+    incoming packet and subscriber extension layout, then per subscriber copy the
+    template, :func:`rewrite_header` and write its own transport seq / abs-send-time.
+    """
+    _U16.pack_into(buf, offset, seq & 0xFFFF)
+
+
+def write_abs_send_time(buf: bytearray, offset: int, time_us: int) -> None:
+    """Store the 24-bit abs-send-time for ``time_us`` at ``offset``."""
+    value = ((time_us << 18) // 1_000_000) & 0xFFFFFF
+    buf[offset] = value >> 16
+    buf[offset + 1] = (value >> 8) & 0xFF
+    buf[offset + 2] = value & 0xFF
+
+
 def rebuild_extensions(
     buf: Buffer,
     keep: Mapping[int, int | None],

@@ -749,13 +749,26 @@ class TransportCcEncoder:
             return False
         if self.status_count >= 0xFFFF:
             return False
-        can_add = self._can_add(symbol)
-        grow = delta_size + (2 if (not self._pending or not can_add) else 0)
-        if ((self._size + grow + 3) & ~3) > self.max_size_bytes:
-            return False
-        if not can_add:
+        pending = self._pending
+        syms = self._syms
+        if (pending < 7 or (pending < 14 and not self._has_large and symbol != 2)
+                or (pending < 0x1FFF and self._all_same and syms[0] == symbol)):
+            grow = delta_size if pending else delta_size + 2  # _can_add, inlined
+            if ((self._size + grow + 3) & ~3) > self.max_size_bytes:
+                return False
+            if pending < 14:  # _add, inlined
+                syms.append(symbol)
+            self._pending = pending + 1
+            if symbol != syms[0]:
+                self._all_same = False
+            if symbol == 2:
+                self._has_large = True
+        else:
+            grow = delta_size + 2
+            if ((self._size + grow + 3) & ~3) > self.max_size_bytes:
+                return False
             self._emit()
-        self._add(symbol)
+            self._add(symbol)
         self._size += grow
         self.status_count += 1
         if delta_size == 1:

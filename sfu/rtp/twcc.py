@@ -24,8 +24,8 @@ class TwccRecorder:
     reported; later ones are ignored. ``max_feedback_bytes`` bounds each RTCP packet.
     """
 
-    __slots__ = ("_highest", "_next_seq", "_started", "_arrivals", "_late", "_floor",
-                 "_fb_pkt_count", "history_us", "max_feedback_bytes", "max_late_gap")
+    __slots__ = ("_highest", "_next_seq", "_started", "_arrivals", "_pending", "_late",
+                 "_floor", "_fb_pkt_count", "history_us", "max_feedback_bytes", "max_late_gap")
 
     def __init__(self, *, history_us: int = 500_000, max_feedback_bytes: int = 1200,
                  max_late_gap: int = 16) -> None:
@@ -36,6 +36,7 @@ class TwccRecorder:
         self._next_seq = 0  # first extended seq not yet covered by a feedback
         self._started = False  # a feedback has been produced
         self._arrivals: dict[int, int] = {}  # extended seq -> arrival time (µs)
+        self._pending: list[int] = []  # received, seq >= _next_seq: for the next feedback
         self._late: list[int] = []  # reported missing, then arrived
         self._floor = -(1 << 62)  # late packets below this are too old to report
         self._fb_pkt_count = 0
@@ -60,13 +61,15 @@ class TwccRecorder:
         arrivals = self._arrivals
         if ext in arrivals:
             return  # duplicate: keep the first arrival
-        if ext < self._next_seq:
-            if not self._started:
-                self._next_seq = ext  # reordered before the first feedback
-            elif ext < self._floor:
-                return
-            else:
-                self._late.append(ext)
+        if ext >= self._next_seq:
+            self._pending.append(ext)
+        elif not self._started:
+            self._next_seq = ext  # reordered before the first feedback
+            self._pending.append(ext)
+        elif ext < self._floor:
+            return
+        else:
+            self._late.append(ext)
         arrivals[ext] = arrival_time_us
 
     def feedback(self, now_us: int, sender_ssrc: int, media_ssrc: int) -> list[bytes]:
@@ -94,7 +97,8 @@ class TwccRecorder:
         highest = self._highest
         next_seq = self._next_seq
         if highest is not None and highest >= next_seq:
-            received = sorted(s for s in arrivals if s >= next_seq)
+            received = sorted(self._pending)
+            self._pending = []
             self._encode(next_seq, received, sender_ssrc, media_ssrc, out)
             self._next_seq = highest + 1
             self._started = True
@@ -134,16 +138,20 @@ class TwccRecorder:
             self._fb_pkt_count = (self._fb_pkt_count + 1) & 0xFF
 
     def _prune(self, now_us: int) -> None:
-        """Forget reported arrivals older than the history window."""
+        """Forget reported arrivals older than the history window.
+
+        Arrivals are stored in arrival order, so the old ones are at the front: the walk
+        stops at the first one to keep, and the cost is proportional to what is dropped.
+        """
         cutoff_us = now_us - self.history_us
         next_seq = self._next_seq
-        floor = self._floor
-        keep: dict[int, int] = {}
-        for seq, arrival_us in self._arrivals.items():
-            if seq < next_seq and arrival_us < cutoff_us:
-                if seq >= floor:
-                    floor = seq + 1
-            else:
-                keep[seq] = arrival_us
-        self._floor = floor
-        self._arrivals = keep
+        arrivals = self._arrivals
+        drop = []
+        for seq, arrival_us in arrivals.items():
+            if arrival_us >= cutoff_us or seq >= next_seq:
+                break
+            drop.append(seq)
+        if drop:
+            for seq in drop:
+                del arrivals[seq]
+            self._floor = max(self._floor, max(drop) + 1)

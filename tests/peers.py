@@ -1,0 +1,133 @@
+"""An aiortc participant speaking our signaling protocol (publisher + subscriber transports)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aioice.ice
+import websockets
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from signaling.messages import validate_server_message
+
+# aioice skips loopback addresses when gathering: tests live on 127.0.0.1 only.
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+
+
+class AiortcParticipant:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        self.ws: Any = None
+        self.join: dict[str, Any] = {}
+        self.publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.subscriber = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.messages: list[dict[str, Any]] = []
+        self.tracks: list[MediaStreamTrack] = []
+        self.track_event = asyncio.Event()
+        self._answer: asyncio.Future[dict[str, Any]] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
+        self.subscriber_answers = 0
+
+        @self.subscriber.on("track")  # type: ignore[misc]
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tracks.append(track)
+            self.track_event.set()
+
+    async def connect(self) -> dict[str, Any]:
+        self.ws = await websockets.connect(f"{self.url}?access_token={self.token}")
+        self.join = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        validate_server_message(self.join)
+        assert self.join["type"] == "join", self.join
+        self._reader = asyncio.create_task(self._read())
+        return self.join
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            msg = json.loads(raw)
+            validate_server_message(msg)
+            self.messages.append(msg)
+            for pred, fut in list(self._waiters):
+                if not fut.done() and pred(msg):
+                    fut.set_result(msg)
+                    self._waiters.remove((pred, fut))
+            if msg["type"] == "offer" and msg["target"] == "subscriber":
+                await self.subscriber.setRemoteDescription(
+                    RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+                answer = await self.subscriber.createAnswer()
+                await self.subscriber.setLocalDescription(answer)
+                await self.send({"type": "answer", "target": "subscriber",
+                                 "sdp": self.subscriber.localDescription.sdp})
+                self.subscriber_answers += 1
+            elif msg["type"] == "answer" and msg["target"] == "publisher":
+                if self._answer is not None and not self._answer.done():
+                    self._answer.set_result(msg)
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool]) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        for msg in self.messages:
+            if pred(msg):
+                fut.set_result(msg)
+                return fut
+        self._waiters.append((pred, fut))
+        return fut
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(msg))
+
+    async def publish(self, *tracks: MediaStreamTrack, source: str | None = None) -> list[str]:
+        """Add tracks, announce them by mid, negotiate; returns the track sids."""
+        transceivers = [self.publisher.addTransceiver(t, direction="sendonly") for t in tracks]
+        offer = await self.publisher.createOffer()
+        await self.publisher.setLocalDescription(offer)
+        sids = []
+        for track, tr in zip(tracks, transceivers, strict=True):
+            rid = f"add-{track.id}"
+            await self.send({"type": "add_track", "id": rid, "cid": track.id, "kind": track.kind,
+                             "source": source or ("camera" if track.kind == "video" else "microphone"),
+                             "mid": tr.mid, "width": 640, "height": 480} if track.kind == "video"
+                            else {"type": "add_track", "id": rid, "cid": track.id,
+                                  "kind": track.kind, "source": source or "microphone",
+                                  "mid": tr.mid})
+            published = await asyncio.wait_for(self.wait_for(lambda m, rid=rid: m.get("id") == rid), 10)
+            assert published["type"] == "track_published", published
+            sids.append(published["track"]["sid"])
+        await self.negotiate_publisher()
+        return sids
+
+    async def negotiate_publisher(self) -> None:
+        if self.publisher.signalingState != "have-local-offer":
+            offer = await self.publisher.createOffer()
+            await self.publisher.setLocalDescription(offer)
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.send({"type": "offer", "target": "publisher",
+                         "sdp": self.publisher.localDescription.sdp})
+        answer = await asyncio.wait_for(self._answer, 10)
+        await self.publisher.setRemoteDescription(
+            RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def wait_connected(self, pc: RTCPeerConnection, timeout: float = 15) -> None:
+        async def wait() -> None:
+            while pc.connectionState != "connected":
+                if pc.connectionState == "failed":
+                    raise AssertionError("transport failed")
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+        await self.publisher.close()
+        await self.subscriber.close()
