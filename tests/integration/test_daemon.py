@@ -104,6 +104,15 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+async def next_of(ws: websockets.ClientConnection, mtype: str, timeout_s: float) -> dict:
+    """The next message of ``mtype`` (the subscriber offer and trickles come after join)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        if msg["type"] == mtype:
+            return msg  # type: ignore[no-any-return]
+
+
 @pytest.mark.timeout(40)
 async def test_sigterm_drains_then_exits_zero(tmp_path: Path) -> None:
     drain_timeout_s = 3.0
@@ -133,9 +142,9 @@ async def test_sigterm_drains_then_exits_zero(tmp_path: Path) -> None:
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
             # the existing session keeps working during the drain ...
             await alice.send(json.dumps({"type": "ping", "id": 1}))
-            assert json.loads(await asyncio.wait_for(alice.recv(), 5))["type"] == "pong"
+            assert (await next_of(alice, "pong", 5))["id"] == 1
             # ... and is told to leave when the drain timeout runs out
-            leave = json.loads(await asyncio.wait_for(alice.recv(), drain_timeout_s + 2))
+            leave = await next_of(alice, "leave", drain_timeout_s + 2)
             assert leave["type"] == "leave" and leave["reason"] == "server_shutdown"
             assert time.monotonic() - sent_at >= drain_timeout_s - 0.5
         rc = await asyncio.to_thread(d.proc.wait, drain_timeout_s + 2)
