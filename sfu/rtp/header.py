@@ -1,8 +1,8 @@
 """RTP packets as bytes: header parsing, header extensions (RFC 8285), in-place rewriting.
 
-Nothing here copies a payload or decodes media. :func:`parse_rtp` returns an
-:class:`RtpView` of offsets into the caller's buffer; rewriting works on a ``bytearray``
-with :mod:`struct`'s ``pack_into``. Malformed input raises :class:`ValueError` with a
+Nothing here decodes media, and only :func:`rebuild_extensions` copies a payload.
+:func:`parse_rtp` returns an :class:`RtpView` of offsets into the caller's buffer;
+rewriting works in place on a ``bytearray`` with :mod:`struct`'s ``pack_into``. Malformed input raises :class:`ValueError` with a
 message naming the field and the sizes involved.
 
 Header extension helpers take the negotiated extension id (from ``a=extmap``); the SFU
@@ -25,7 +25,6 @@ _FIXED = struct.Struct("!BBHII")
 _REWRITE = struct.Struct("!BHII")
 _EXT_HEADER = struct.Struct("!HH")
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 _new_tuple = tuple.__new__
 _BYTE = [bytes((i,)) for i in range(256)]
 _ZEROS = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
