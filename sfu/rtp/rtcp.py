@@ -212,8 +212,13 @@ RtcpPacket: TypeAlias = (
 # --- parsing -----------------------------------------------------------------------------
 
 
-def parse_rtcp(buf: Buffer) -> list[RtcpPacket]:
-    """Parse a (compound) RTCP packet; raises ValueError if any part is malformed."""
+def parse_rtcp(buf: Buffer, *, max_twcc_statuses: int = 0xFFFF) -> list[RtcpPacket]:
+    """Parse a (compound) RTCP packet; raises ValueError if any part is malformed.
+
+    A transport-cc packet of a few dozen bytes may claim 65535 "not received" statuses,
+    each of which becomes a tuple (≈ 10 ms of CPU here): ``max_twcc_statuses`` rejects
+    feedback claiming more (a receiver never reports more packets than were sent to it).
+    """
     n = len(buf)
     if n == 0:
         raise ValueError("RTCP packet is empty")
@@ -256,7 +261,7 @@ def parse_rtcp(buf: Buffer) -> list[RtcpPacket]:
         elif packet_type == RTPFB and count == RTPFB_NACK:
             packet = _parse_nack(buf, body, body_end)
         elif packet_type == RTPFB and count == RTPFB_TRANSPORT_CC:
-            packet = _parse_transport_cc(buf, body, body_end)
+            packet = _parse_transport_cc(buf, body, body_end, max_twcc_statuses)
         elif packet_type == PSFB and count == PSFB_PLI:
             if body_end - body < 8:
                 raise ValueError(f"RTCP PLI too short: {body_end - body} bytes, need 8")
@@ -406,7 +411,7 @@ def _parse_remb(buf: Buffer, pos: int, end: int) -> Remb:
     return Remb(sender_ssrc, mantissa << exponent, ssrcs)
 
 
-def _parse_transport_cc(buf: Buffer, pos: int, end: int) -> TransportCc:
+def _parse_transport_cc(buf: Buffer, pos: int, end: int, max_statuses: int) -> TransportCc:
     if end - pos < 18:
         raise ValueError(
             f"RTCP transport-cc feedback too short: {end - pos} bytes, need at least 18"
@@ -416,6 +421,11 @@ def _parse_transport_cc(buf: Buffer, pos: int, end: int) -> TransportCc:
     )
     if status_count == 0:
         raise ValueError("RTCP transport-cc feedback has a packet status count of 0")
+    if status_count > max_statuses:
+        raise ValueError(
+            f"RTCP transport-cc feedback reports {status_count} statuses, more than the"
+            f" {max_statuses} allowed"
+        )
     reference_time = ref_word >> 8
     pos += 16
     symbols: list[int] = []
