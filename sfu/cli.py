@@ -144,13 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--api-key", help="API key (the token's iss)")
     create.add_argument("--api-secret-file", metavar="FILE")
     create.set_defaults(func=cmd_token_create)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return p
 
 
+DELEGATED = {
+    # subcommands with their own argument parsers: sfu bench …, sfu turn …
+    "bench": ("bench.cli", "load tests: sfu bench forward|floor …"),
+    "turn": ("turn.cli", "run the TURN relay standalone"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        rc: int = module.main(argv[1:])
+        return rc
     args = build_parser().parse_args(argv)
     try:
-        rc: int = args.func(args)
+        rc = args.func(args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

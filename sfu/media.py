@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +23,13 @@ from aiortc import RTCCertificate, RTCDataChannel, RTCDataChannelParameters, RTC
 
 from sfu import log
 from sfu.config import Config
+from sfu.forwarder import DownTrack, ForwardCounters, Receiver
 from sfu.negotiation import SubscriberNegotiator
 from sfu.rooms import Out, Participant, RoomError, RoomService, Track
 from sfu.rtcp_feedback import PublisherFeedback
+from sfu.rtp.header import TsUnwrapper, read_mid
+from sfu.rtp.ntp import ntp_middle32, unix_from_ntp
+from sfu.rtp.rtcp import Fir, Nack, Pli, ReceiverReport, SenderReport, parse_rtcp
 from sfu.webrtc import sdp as sdpmod
 from sfu.webrtc.dtls import DtlsSrtpTransport, fingerprints_from_sdp_values, serve_transport
 from sfu.webrtc.ice import IceCredentials
@@ -69,8 +74,9 @@ class Peer:
         self.pub_remote_ufrag = ""
         self.pub_version = 0
         self.sub = serve_transport(node.endpoint, f"{p.session_id}/sub", self.sub_creds,
-                                   node.certificate)
+                                   node.certificate, on_rtcp=self._on_subscriber_rtcp)
         self.sub_started = False
+        self.sub_ready = False
         self.sub_state: sdpmod.SubscriberOfferState | None = None
         self.sub_version = 0
         self.sub_tracks: dict[str, sdpmod.SubscriberTrack] = {}  # by track sid
@@ -81,6 +87,16 @@ class Peer:
         self.feedback: PublisherFeedback | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        # forwarding state
+        self.receivers_by_mid: dict[str, Receiver] = {}
+        self.receivers_by_ssrc: dict[int, Receiver] = {}
+        self.ts_unwrap: dict[int, TsUnwrapper] = {}
+        self.rtx_by_ssrc: dict[int, Receiver] = {}
+        self.mid_ext_id = 0
+        self.downtracks: dict[str, DownTrack] = {}  # by track sid
+        self.downtracks_by_ssrc: dict[int, DownTrack] = {}
+        self.tcc = [1]  # the subscriber transport's transport-wide sequence number
+        self.sr_sent: dict[int, float] = {}  # SR NTP middle 32 bits -> monotonic send time
 
     # -- tasks -------------------------------------------------------------------------------
     def spawn(self, coro: Any, what: str) -> None:
@@ -126,8 +142,8 @@ class Peer:
             self.feedback = PublisherFeedback(node.rng.getrandbits(32))
             self.pub = serve_transport(node.endpoint, f"{self.session_id}/pub", self.pub_creds,
                                        node.certificate, now=now,
-                                       on_rtp=self.feedback.on_rtp,
-                                       on_rtcp=self.feedback.on_rtcp)
+                                       on_rtp=self._on_publisher_rtp,
+                                       on_rtcp=self._on_publisher_rtcp)
             self.spawn(self._start_publisher(neg), "publisher")
         if self.feedback is not None:
             self.feedback.set_negotiation(neg)
@@ -137,12 +153,219 @@ class Peer:
 
     def _match_tracks(self, neg: sdpmod.PublisherNegotiation) -> None:
         """Tracks announced with add_track are matched to the offer's m-sections by mid."""
+        node = self.node
+        mid_ids = {m.extension_ids.get(sdpmod.EXT_MID, 0) for m in neg.media.values()}
+        mid_ids.discard(0)
+        self.mid_ext_id = min(mid_ids) if mid_ids else 0
         for track in self.participant.tracks.values():
             media = neg.media.get(track.mid or "")
-            if media is not None and media.kind == track.kind and media.direction != "inactive":
-                if track.sid not in self.node.track_codecs:
-                    self.node.rooms.dirty_rooms.add(self.participant.room)
-                self.node.track_codecs[track.sid] = media.codecs
+            if media is None or media.kind != track.kind or media.direction == "inactive":
+                continue
+            if track.sid not in node.track_codecs:
+                node.rooms.dirty_rooms.add(self.participant.room)
+            node.track_codecs[track.sid] = media.codecs
+            if track.sid in node.receivers:
+                continue
+            receiver = Receiver(
+                track_sid=track.sid, kind=track.kind, ssrc=0,
+                clock_rate=media.codecs[0].clock_rate if media.codecs else 90000,
+                codecs={c.payload_type: c.name.upper() if c.name.lower() != "opus" else "opus"
+                        for c in media.codecs},
+                rtx_pts={c.rtx_payload_type: c.payload_type for c in media.codecs
+                         if c.rtx_payload_type is not None},
+                audio_level_id=media.extension_ids.get(sdpmod.EXT_AUDIO_LEVEL, 0),
+                send_rtcp=self._send_publisher_rtcp,
+                sender_ssrc=self.feedback.core.sender_ssrc if self.feedback else 1,
+                counters=node.fwd)
+            node.receivers[track.sid] = receiver
+            self.receivers_by_mid[media.mid] = receiver
+            for ssrc in media.ssrcs[:1]:  # signalled with a=ssrc (aiortc, Firefox)
+                self._bind(receiver, ssrc)
+            for media_ssrc, rtx_ssrc in media.rtx_ssrcs.items():
+                if media_ssrc in media.ssrcs[:1]:
+                    self.rtx_by_ssrc[rtx_ssrc] = receiver
+
+    def _bind(self, receiver: Receiver, ssrc: int) -> None:
+        receiver.ssrc = ssrc
+        self.receivers_by_ssrc[ssrc] = receiver
+        self.ts_unwrap[ssrc] = TsUnwrapper()
+
+    def _send_publisher_rtcp(self, data: bytes) -> None:
+        if self.pub is not None and self.pub.state == "connected":
+            self.pub.send_rtcp(data)
+
+    # -- the per-packet path (synchronous, inside datagram_received) ---------------------------
+    def _on_publisher_rtp(self, data: bytes) -> None:
+        now = time.monotonic()
+        feedback = self.feedback
+        if feedback is None:
+            return
+        parsed = feedback.core.on_rtp(data, now)
+        if parsed is None:
+            return
+        view, ext_seq = parsed
+        receiver = self.receivers_by_ssrc.get(view.ssrc)
+        if receiver is None:
+            receiver = self._identify(data, view)
+            if receiver is None:
+                return
+        if view.payload_type in receiver.rtx_pts:
+            self.node.fwd.unknown_ssrc += 1  # RTX on a media SSRC: not expected
+            return
+        ext_ts = self.ts_unwrap[view.ssrc].unwrap(view.timestamp)
+        receiver.on_packet(data, view, ext_seq, ext_ts, now)
+
+    def _identify(self, data: bytes, view: Any) -> Receiver | None:
+        """First packets of an SSRC: bind it by its MID header extension (or RTX to media)."""
+        fwd = self.node.fwd
+        rtx_receiver = self.rtx_by_ssrc.get(view.ssrc)
+        mid = read_mid(data, self.mid_ext_id) if self.mid_ext_id else None
+        receiver = self.receivers_by_mid.get(mid) if mid is not None else None
+        if rtx_receiver is not None or (receiver is not None
+                                        and view.payload_type in receiver.rtx_pts):
+            self._on_upstream_rtx(data, view, rtx_receiver or receiver)
+            return None
+        if receiver is None or receiver.ssrc not in (0, view.ssrc):
+            fwd.unknown_ssrc += 1
+            return None
+        self._bind(receiver, view.ssrc)
+        return receiver
+
+    def _on_upstream_rtx(self, data: bytes, view: Any, receiver: Receiver | None) -> None:
+        """A retransmission from the publisher: unwrap it and forward the original."""
+        from sfu.rtp.rtx import unwrap_rtx
+
+        fwd = self.node.fwd
+        if receiver is None or not receiver.ssrc:
+            fwd.unknown_ssrc += 1
+            return
+        self.rtx_by_ssrc[view.ssrc] = receiver
+        if view.payload_size < 2:
+            fwd.dropped_padding += 1  # RTX padding probes are never forwarded
+            return
+        media_pt = receiver.rtx_pts.get(view.payload_type)
+        if media_pt is None:
+            fwd.unknown_ssrc += 1
+            return
+        try:
+            _, original = unwrap_rtx(data, media_ssrc=receiver.ssrc, media_payload_type=media_pt)
+        except ValueError:
+            fwd.unknown_ssrc += 1
+            return
+        fwd.rtx_upstream += 1
+        self._on_publisher_rtp_unwrapped(original)
+
+    def _on_publisher_rtp_unwrapped(self, data: bytes) -> None:
+        from sfu.rtp.header import parse_rtp
+
+        now = time.monotonic()
+        view = parse_rtp(data)
+        receiver = self.receivers_by_ssrc.get(view.ssrc)
+        stream = self.feedback.core.streams.get(view.ssrc) if self.feedback else None
+        if receiver is None or stream is None:
+            return
+        ext_seq = stream.unwrap.unwrap(view.seq)
+        ext_ts = self.ts_unwrap[view.ssrc].unwrap(view.timestamp)
+        receiver.on_packet(data, view, ext_seq, ext_ts, now)
+
+    def _on_publisher_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.feedback is None:
+            return
+        for pkt in self.feedback.core.on_rtcp(data, now):
+            if isinstance(pkt, SenderReport):
+                receiver = self.receivers_by_ssrc.get(pkt.ssrc)
+                if receiver is not None:
+                    receiver.last_sr = (unix_from_ntp(pkt.ntp_timestamp), pkt.rtp_timestamp, now)
+
+    def _on_subscriber_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        fwd = self.node.fwd
+        try:
+            packets = parse_rtcp(data)
+        except ValueError:
+            fwd.malformed_rtcp += 1
+            return
+        for pkt in packets:
+            if isinstance(pkt, Nack):
+                dt = self.downtracks_by_ssrc.get(pkt.media_ssrc)
+                if dt is not None:
+                    dt.on_nack(list(pkt.lost_seqs), now)
+            elif isinstance(pkt, Pli | Fir):
+                ssrcs = [e.ssrc for e in pkt.entries] if isinstance(pkt, Fir) else [pkt.media_ssrc]
+                for ssrc in ssrcs:
+                    dt = self.downtracks_by_ssrc.get(ssrc)
+                    if dt is not None:
+                        fwd.pli_in += 1
+                        dt.receiver.request_keyframe(now)
+            elif isinstance(pkt, ReceiverReport):
+                for block in pkt.reports:
+                    dt = self.downtracks_by_ssrc.get(block.ssrc)
+                    sent = self.sr_sent.get(block.lsr)
+                    if dt is not None and sent is not None and block.lsr:
+                        rtt = now - sent - block.dlsr / 65536
+                        if 0 <= rtt < 10:
+                            dt.rtt_s = rtt
+
+    # -- down-tracks (after each subscriber answer) ---------------------------------------------
+    def _sync_downtracks(self, neg: sdpmod.SubscriberNegotiation) -> None:
+        node = self.node
+        live: set[str] = set()
+        for media in neg.media.values():
+            track = media.track
+            if track is None or media.direction != "recvonly" or not media.codecs:
+                continue
+            live.add(track.track_id)
+            if track.track_id in self.downtracks:
+                continue
+            receiver = node.receivers.get(track.track_id)
+            if receiver is None:
+                continue
+            rtx_pt = next((c.rtx_payload_type for c in media.codecs
+                           if c.rtx_payload_type is not None), None)
+            dt = DownTrack(
+                receiver=receiver, ssrc=track.ssrc, mid=track.mid,
+                pt_map={c.payload_type: c.payload_type for c in media.codecs},
+                rtx_ssrc=track.rtx_ssrc if rtx_pt is not None else None, rtx_pt=rtx_pt,
+                extension_ids=dict(media.extension_ids), send_rtp=self._send_subscriber_rtp,
+                send_rtcp=self._send_subscriber_rtcp, tcc=self.tcc, counters=node.fwd,
+                initial_seq=node.rng.getrandbits(15), initial_ts=node.rng.getrandbits(31))
+            self.downtracks[track.track_id] = dt
+            self.downtracks_by_ssrc[dt.ssrc] = dt
+            receiver.downtracks.append(dt)
+            receiver.request_keyframe(time.monotonic())  # a new subscriber needs a keyframe
+        for sid in [s for s in self.downtracks if s not in live]:
+            self._drop_downtrack(sid)
+
+    def _drop_downtrack(self, sid: str) -> None:
+        dt = self.downtracks.pop(sid)
+        self.downtracks_by_ssrc.pop(dt.ssrc, None)
+        if dt in dt.receiver.downtracks:
+            dt.receiver.downtracks.remove(dt)
+
+    def _send_subscriber_rtp(self, data: bytes) -> None:
+        if self.sub_ready:
+            self.sub.send_rtp(data)
+
+    def _send_subscriber_rtcp(self, data: bytes) -> None:
+        if self.sub_ready:
+            self.sub.send_rtcp(data)
+
+    def rtcp_tick(self, now: float, send_reports: bool) -> None:
+        """Timers: upstream NACKs (every tick) and down-track Sender Reports (every second)."""
+        for receiver in self.receivers_by_mid.values():
+            if receiver.ssrc:
+                receiver.nacks_due(now, 0.05)
+        if send_reports and self.sub_ready:
+            for dt in self.downtracks.values():
+                sr = dt.sender_report(now)
+                if sr is not None:
+                    self.sr_sent[ntp_middle32(int.from_bytes(sr[8:16], "big"))] = now
+                    self.node.fwd.sr_out += 1
+                    self.sub.send_rtcp(sr)
+            if len(self.sr_sent) > 64:
+                for key in list(self.sr_sent)[:-32]:
+                    del self.sr_sent[key]
 
     async def _start_publisher(self, neg: sdpmod.PublisherNegotiation) -> None:
         assert self.pub is not None
@@ -198,12 +421,14 @@ class Peer:
         if not self.sub_started:
             self.sub_started = True
             self.spawn(self._start_subscriber(neg), "subscriber")
+        self._sync_downtracks(neg)
         again = self.negotiator.answered(self.negotiator.outstanding_version)
         return self.wanted_offer() if again else None
 
     async def _start_subscriber(self, neg: sdpmod.SubscriberNegotiation) -> None:
         await self.sub.start(fingerprints_from_sdp_values(
             f"{f.algorithm} {f.value}" for f in neg.remote_fingerprints))
+        self.sub_ready = True
         logger.info("subscriber_connected", session=self.session_id,
                     participant=self.participant.identity)
         if neg.data_channel:
@@ -226,6 +451,9 @@ class Peer:
 
     async def close(self) -> None:
         self.closed = True
+        self.sub_ready = False
+        for sid in list(self.downtracks):
+            self._drop_downtrack(sid)
         for task in list(self.tasks):
             task.cancel()
         for t in (self.pub, self.sub):
@@ -248,6 +476,10 @@ class MediaNode:
             allow_dtx=cfg.rtc.allow_dtx, allow_stereo=cfg.rtc.allow_stereo)
         self.peers: dict[str, Peer] = {}
         self.track_codecs: dict[str, tuple[sdpmod.NegotiatedCodec, ...]] = {}
+        self.receivers: dict[str, Receiver] = {}
+        self.fwd = ForwardCounters()
+        self._ticker: asyncio.TimerHandle | None = None
+        self._last_reports = 0.0
         self.counters = MediaCounters()
         self.sdp_session_id = self.rng.getrandbits(62)
         self.endpoint: UdpEndpoint
@@ -298,8 +530,11 @@ class MediaNode:
         announced = rtc.node_ip or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
         self.candidates = [f"1 1 udp 2130706431 {announced} {port} typ host"]
         logger.info("media_started", udp=f"{host}:{port}", announced=announced)
+        self._tick()
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         for peer in list(self.peers.values()):
             await peer.close()
         self.peers.clear()
@@ -390,6 +625,21 @@ class MediaNode:
     def _forget_tracks(self, peer: Peer) -> None:
         for sid in peer.participant.tracks:
             self.track_codecs.pop(sid, None)
+            receiver = self.receivers.pop(sid, None)
+            if receiver is not None:
+                receiver.downtracks.clear()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        send_reports = now - self._last_reports >= 1.0
+        if send_reports:
+            self._last_reports = now
+        for peer in list(self.peers.values()):
+            try:
+                peer.rtcp_tick(now, send_reports)
+            except Exception:  # one peer's failure must not stop the others' timers
+                logger.exception("rtcp_tick_failed", session=peer.session_id)
+        self._ticker = asyncio.get_running_loop().call_later(0.02, self._tick)
 
     def _update_subscriptions(self, peer: Peer, p: Participant,
                               published: list[tuple[Participant, Track]]) -> bool:

@@ -11,8 +11,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from sfu.rtp.header import SeqUnwrapper, parse_rtp, read_transport_seq
-from sfu.rtp.rtcp import SenderReport, build_remb, build_rr, parse_rtcp
+from sfu.rtp.header import RtpView, SeqUnwrapper, parse_rtp, read_transport_seq
+from sfu.rtp.rtcp import RtcpPacket, SenderReport, build_remb, build_rr, parse_rtcp
 from sfu.rtp.stats import ReceiveStats
 from sfu.rtp.twcc import TwccRecorder
 from sfu.webrtc.sdp import EXT_TRANSPORT_CC, PublisherNegotiation
@@ -65,15 +65,17 @@ class PublisherReceiver:
                 if c.rtx_payload_type is not None:
                     self.clock_rates[c.rtx_payload_type] = c.clock_rate
 
-    def on_rtp(self, data: bytes, now: float) -> None:
+    def on_rtp(self, data: bytes, now: float) -> tuple[RtpView, int] | None:
+        """Record one packet; returns its parsed header and extended seq (None: malformed)."""
         try:
             view = parse_rtp(data)
         except ValueError:
             self.malformed += 1
-            return
+            return None
         self.packets += 1
-        self.bytes += len(data)
-        self._rate_window_bytes += len(data)
+        size = len(data)
+        self.bytes += size
+        self._rate_window_bytes += size
         if self.twcc_ext_id:
             seq = read_transport_seq(data, self.twcc_ext_id)
             if seq is not None:
@@ -84,20 +86,23 @@ class PublisherReceiver:
                 self.clock_rates.get(view.payload_type, 90000))
             if not self.media_ssrc:
                 self.media_ssrc = view.ssrc
-        stream.stats.on_packet(stream.unwrap.unwrap(view.seq), view.timestamp, now,
-                               stream.clock_rate)
+        ext_seq = stream.unwrap.unwrap(view.seq)
+        stream.stats.on_packet(ext_seq, view.timestamp, now, stream.clock_rate)
+        return view, ext_seq
 
-    def on_rtcp(self, data: bytes, now: float) -> None:
+    def on_rtcp(self, data: bytes, now: float) -> list[RtcpPacket]:
+        """Record Sender Reports; returns the parsed packets ([] if malformed)."""
         try:
             packets = parse_rtcp(data)
         except ValueError:
             self.malformed += 1
-            return
+            return []
         for pkt in packets:
             if isinstance(pkt, SenderReport):
                 stream = self.streams.get(pkt.ssrc)
                 if stream is not None:
                     stream.stats.on_sender_report(pkt.ntp_timestamp, now)
+        return packets
 
     def due(self, now: float) -> list[bytes]:
         """RTCP packets to send now (transport-cc every 75 ms; RR and REMB every second)."""
@@ -137,12 +142,6 @@ class PublisherFeedback:
 
     def set_negotiation(self, neg: PublisherNegotiation) -> None:
         self.core.set_negotiation(neg)
-
-    def on_rtp(self, data: bytes) -> None:
-        self.core.on_rtp(data, time.monotonic())
-
-    def on_rtcp(self, data: bytes) -> None:
-        self.core.on_rtcp(data, time.monotonic())
 
     def attach(self, transport: DtlsSrtpTransport) -> None:
         self._transport = transport
