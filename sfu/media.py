@@ -393,6 +393,12 @@ class Peer:
         """Build the next subscriber offer if none is outstanding (else merge it later)."""
         if self.closed or not self.negotiator.want_offer():
             return None
+        if self.sub_started and not self.sub_ready:
+            # The first answer is in but ICE/DTLS is still coming up: renegotiating now
+            # races the handshake in some clients (aiortc never starts the new receivers).
+            # The offer goes out once the transport is connected.
+            self.negotiator.dirty = True
+            return None
         node = self.node
         self.sub_version += 1
         tracks = list(self.sub_tracks.values())
@@ -431,6 +437,10 @@ class Peer:
         self.sub_ready = True
         logger.info("subscriber_connected", session=self.session_id,
                     participant=self.participant.identity)
+        if self.negotiator.dirty and self.negotiator.outstanding_version is None:
+            sdp = self.wanted_offer()
+            if sdp is not None:
+                self.node.deliver(self.node._offers(self, sdp))
         if neg.data_channel:
             self.sub_sctp = await self.sub.start_sctp(
                 remote_port=neg.sctp_port or sdpmod.DEFAULT_SCTP_PORT,
@@ -488,7 +498,7 @@ class MediaNode:
         self.candidates: list[str] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._closed_totals: dict[str, int] = {"rtp_in": 0, "transport_cc": 0, "rr": 0,
-                                                "remb": 0}
+                                                "remb": 0, "malformed": 0}
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for the metrics collector (read at scrape time)."""
@@ -508,6 +518,8 @@ class MediaNode:
             "subscriber_offers": c.subscriber_offers, "data_in": c.data_in,
             "data_out": c.data_out, "data_dropped": dict(c.data_dropped),
             "rtp_in": totals["rtp_in"],
+            "malformed_publisher_packets": totals["malformed"],
+            "forward": {name: getattr(self.fwd, name) for name in ForwardCounters.__slots__},
             "feedback": {k: totals[k] for k in ("transport_cc", "rr", "remb")},
         }
 
@@ -516,6 +528,7 @@ class MediaNode:
         if peer.feedback is not None:
             core = peer.feedback.core
             totals["rtp_in"] += core.packets
+            totals["malformed"] += core.malformed
             for k, v in core.sent.items():
                 totals[k] += v
 

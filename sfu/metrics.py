@@ -124,6 +124,28 @@ class MediaCollector:
                       None, snap.get("rtp_in", 0))
         yield counter("sfu_rtcp_feedback_packets", "RTCP feedback packets sent to publishers.",
                       ["kind"], {(k,): v for k, v in snap.get("feedback", {}).items()})
+        fwd = snap.get("forward", {})
+        yield counter("sfu_forwarded_packets", "RTP packets forwarded to subscribers.", None,
+                      fwd.get("forwarded", 0))
+        yield counter("sfu_forward_dropped_packets",
+                      "Publisher packets not forwarded on purpose or refused, by reason.",
+                      ["reason"], {("padding",): fwd.get("dropped_padding", 0),
+                                   ("waiting_keyframe",): fwd.get("waiting_keyframe", 0),
+                                   ("unknown_ssrc",): fwd.get("unknown_ssrc", 0),
+                                   ("malformed_rtcp",): fwd.get("malformed_rtcp", 0),
+                                   ("malformed",): snap.get("malformed_publisher_packets", 0)})
+        yield counter("sfu_nacks", "NACK packets, received from subscribers (in) or sent to "
+                      "publishers (out).", ["direction"],
+                      {("in",): fwd.get("nacks_in", 0), ("out",): fwd.get("nacks_out", 0)})
+        yield counter("sfu_retransmitted_packets", "Packets retransmitted to subscribers.",
+                      None, fwd.get("retransmitted", 0))
+        yield counter("sfu_upstream_rtx_packets", "RTX packets received from publishers.",
+                      None, fwd.get("rtx_upstream", 0))
+        yield counter("sfu_keyframe_requests", "PLIs received from subscribers (in) and sent "
+                      "to publishers (out).", ["direction"],
+                      {("in",): fwd.get("pli_in", 0), ("out",): fwd.get("pli_out", 0)})
+        yield counter("sfu_sender_reports", "Sender Reports sent to subscribers.", None,
+                      fwd.get("sr_out", 0))
 
 
 media_collector = MediaCollector()
