@@ -41,6 +41,31 @@ logger = log.get("sfu.media")
 DATA_LABELS = ("_reliable", "_lossy")
 
 
+def _subscriber_feedback(data: bytes) -> bytes:
+    """The parts of a compound RTCP packet the forwarder acts on: RR, NACK, PLI, FIR.
+
+    Parsing a transport-cc feedback packet costs more than forwarding several media packets,
+    so subscriber RTCP is scanned by its 4-byte headers first and only these are parsed.
+    A malformed length keeps the rest, so the parser reports it.
+    """
+    n = len(data)
+    pos = 0
+    keep: list[bytes] = []
+    while pos + 4 <= n:
+        length = ((data[pos + 2] << 8 | data[pos + 3]) + 1) * 4
+        pt = data[pos + 1]
+        fmt = data[pos] & 0x1F
+        if pos + length > n:
+            keep.append(data[pos:])
+            break
+        if pt == 201 or (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
+            keep.append(data[pos:pos + length])
+        pos += length
+    if len(keep) == 1:
+        return keep[0]
+    return b"".join(keep)
+
+
 class MediaCounters:
     """Plain counters the metrics shell reads; nothing here logs per packet."""
 
@@ -281,8 +306,11 @@ class Peer:
     def _on_subscriber_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
         fwd = self.node.fwd
+        wanted = _subscriber_feedback(data)
+        if not wanted:
+            return  # e.g. transport-cc feedback only: used by congestion control, not here
         try:
-            packets = parse_rtcp(data)
+            packets = parse_rtcp(wanted)
         except ValueError:
             fwd.malformed_rtcp += 1
             return

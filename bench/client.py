@@ -1,0 +1,333 @@
+"""Cheap but real WebRTC clients speaking our signaling, many per process on one event loop.
+
+- :class:`BenchPublisher` announces an audio and a video track (``add_track`` with their
+  mids), offers them on its publisher transport, connects (ICE, DTLS client, SRTP) and then
+  sends looped pre-encoded Opus + VP8 (:class:`bench.rtp.PublisherCore`): sender reports
+  every second, retransmissions on NACK (RTX when the answer keeps it), a keyframe on
+  PLI/FIR.
+- :class:`BenchSubscriber` answers the server's subscriber offers, connects, and counts
+  what arrives (:class:`bench.rtp.ReceiverCore`), sending RRs, transport-cc feedback, NACKs
+  and PLIs; optionally it depacketizes and decodes the video.
+
+Per-packet work is synchronous and small; periodic RTCP of every client in the process
+runs from one shared :class:`Ticker` rather than a timer per client. Nothing is logged per
+packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCCertificate
+
+from sfu.rtp.rtcp import parse_rtcp
+from sfu.webrtc.sdp import SdpError, SessionDescription
+
+from .media import EncodedMedia
+from .rtp import PublisherCore, ReceiverCore, classify_feedback
+from .sdp import (
+    PublisherSsrcs,
+    publisher_offer,
+    remote_transport,
+    subscriber_answer,
+    subscriber_streams,
+)
+from .signal import Message, SignalingClient
+from .transport import BenchError, ClientTransport
+
+__all__ = ["BenchPublisher", "BenchSubscriber", "Ticker", "WALL_OFFSET_S"]
+
+#: Unix time minus monotonic time, fixed once so every client of the process agrees.
+WALL_OFFSET_S = time.time() - time.monotonic()
+SR_INTERVAL_S = 1.0
+
+
+class Ticker:
+    """One timer for the periodic work of every client in the process."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self._clients: list[Callable[[float], None]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self.errors = 0
+
+    def add(self, tick: Callable[[float], None]) -> None:
+        self._clients.append(tick)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._run)
+
+    def remove(self, tick: Callable[[float], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._clients.remove(tick)
+
+    def _run(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._run)
+        now = time.monotonic()
+        for tick in list(self._clients):
+            try:
+                tick(now)
+            except Exception:  # one broken client must not stop the others' RTCP
+                self.errors += 1
+                self.remove(tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class _Client:
+    def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
+                 rng: random.Random) -> None:
+        self.name = name
+        self.rng = rng
+        self.certificate = certificate
+        self.signaling = SignalingClient(url, token, name, self.on_signal)
+        self.transport: ClientTransport | None = None
+        self.error: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on_signal(self, msg: Message) -> None:
+        pass
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self.error is None:
+            self.error = str(task.exception())
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return [f"{fp.algorithm} {fp.value}" for fp in self.certificate.getFingerprints()]
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and self.transport.connected
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.signaling.close()
+        if self.transport is not None:
+            await self.transport.close()
+
+
+class BenchPublisher(_Client):
+    def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
+                 media: EncodedMedia, *, rng: random.Random | None = None,
+                 drop_rate: float = 0.0) -> None:
+        super().__init__(url, token, name, certificate, rng or random.Random())
+        self.media = media
+        #: Fraction of first transmissions dropped before sending (simulated upstream loss).
+        self.drop_rate = drop_rate
+        self.dropped = 0
+        self.core: PublisherCore | None = None
+        self.track_sids: dict[str, str] = {}
+        self.feedback: dict[str, int] = {}
+        self.rtcp_malformed = 0
+        self.answer_s = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_sr = 0.0
+
+    async def start(self, *, timeout_s: float = 20.0) -> None:
+        """Join, announce both tracks, offer, connect, and start sending."""
+        rng = self.rng
+        self.transport = await ClientTransport.open(
+            self.certificate, on_rtp=None, on_rtcp=self._on_rtcp, rng=rng)
+        await self.signaling.connect(timeout_s)
+        for kind, mid, cid in (("audio", "0", "bench-mic"), ("video", "1", "bench-cam")):
+            msg: Message = {"type": "add_track", "cid": cid, "kind": kind, "mid": mid,
+                            "source": "microphone" if kind == "audio" else "camera"}
+            if kind == "video":
+                msg.update(width=self.media.width, height=self.media.height)
+            reply = await self.signaling.request(msg, timeout_s)
+            if reply.get("type") != "track_published":
+                raise BenchError(f"{self.name}: add_track answered with {reply.get('type')}")
+            self.track_sids[kind] = reply["track"]["sid"]
+        ssrcs = PublisherSsrcs(*(rng.getrandbits(32) or 1 for _ in range(3)))
+        stream_id = f"{self.name}-{rng.getrandbits(32):08x}"
+        offer = publisher_offer(
+            ufrag=self.transport.credentials.ufrag, pwd=self.transport.credentials.pwd,
+            fingerprints=self.fingerprints, port=self.transport.local_port, ssrcs=ssrcs,
+            session_id=rng.getrandbits(62), stream_id=stream_id, cname=stream_id)
+        started = time.monotonic()
+        reply = await self.signaling.exchange(
+            {"type": "offer", "target": "publisher", "sdp": offer},
+            lambda m: m.get("type") == "answer" and m.get("target") == "publisher", timeout_s)
+        self.answer_s = time.monotonic() - started
+        try:
+            answer = SessionDescription.parse(reply["sdp"])
+        except SdpError as exc:
+            raise BenchError(f"{self.name}: bad publisher answer: {exc}") from None
+        remote = remote_transport(answer)
+        now = time.monotonic()
+        self.core = PublisherCore(
+            self.media, audio_ssrc=ssrcs.audio, video_ssrc=ssrcs.video, rtx_ssrc=ssrcs.rtx,
+            start=now, wall_offset_s=WALL_OFFSET_S, cname=stream_id,
+            initial=(rng.getrandbits(16), rng.getrandbits(32), rng.getrandbits(16),
+                     rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(16)))
+        video = answer.section("1")
+        self.core.rtx_enabled = video is not None and video.port != 0 and "97" in video.fmts
+        await self.transport.connect(remote.address, remote.ufrag, remote.pwd,
+                                     list(remote.fingerprints), timeout_s=timeout_s)
+        now = time.monotonic()
+        self.core.start = now
+        self._next_sr = now + SR_INTERVAL_S
+        self._send_due()
+
+    def _send_due(self) -> None:
+        core, transport = self.core, self.transport
+        if core is None or transport is None or not transport.connected:
+            return
+        now = time.monotonic()
+        send = transport.send_rtp
+        drop_rate, rng = self.drop_rate, self.rng
+        for packet in core.due(now):
+            if drop_rate and rng.random() < drop_rate:
+                self.dropped += 1
+                continue
+            send(packet)
+        if now >= self._next_sr:
+            self._next_sr = now + SR_INTERVAL_S
+            report = core.sender_reports(now)
+            if report:
+                transport.send_rtcp(report)
+        loop = asyncio.get_running_loop()
+        at = min(core.next_at, self._next_sr)
+        # monotonic() and the loop's clock are both CLOCK_MONOTONIC on Linux
+        self._timer = loop.call_at(loop.time() + max(0.0, at - time.monotonic()), self._send_due)
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except ValueError:
+            self.rtcp_malformed += 1
+            return
+        classify_feedback(list(packets), self.feedback)
+        core, transport = self.core, self.transport
+        if core is None or transport is None:
+            return
+        for packet in core.on_rtcp(list(packets), time.monotonic()):
+            transport.send_rtp(packet)
+
+    def stats(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "connected": self.connected,
+            "packets_sent": core.packets_sent if core else 0,
+            "audio_packets": core.audio.packets if core else 0,
+            "video_packets": core.video.packets if core else 0,
+            "rtx_enabled": core.rtx_enabled if core else False,
+            "keyframes_sent": core.keyframes_sent if core else 0,
+            "keyframe_requests": core.keyframe_requests if core else 0,
+            "nacked": core.nacked if core else 0,
+            "retransmitted": core.retransmitted if core else 0,
+            "late_skips": core.late_skips if core else 0,
+            "dropped_on_purpose": self.dropped,
+            "feedback_received": dict(self.feedback),
+        }
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await super().close()
+
+
+class BenchSubscriber(_Client):
+    def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
+                 ticker: Ticker, *, decode: bool = False, rng: random.Random | None = None,
+                 delay_every: int = 4, drop_rate: float = 0.0) -> None:
+        super().__init__(url, token, name, certificate, rng or random.Random())
+        self.ticker = ticker
+        self.core = ReceiverCore(self.rng.getrandbits(32) or 1, wall_offset_s=WALL_OFFSET_S,
+                                 decode=decode, delay_every=delay_every)
+        self.answers = 0
+        self.offer_errors = 0
+        self._session_id = self.rng.getrandbits(62)
+        self._connecting = False
+        self._connected = asyncio.Event()
+        self._timeout_s = 20.0
+        self.drop_rate = drop_rate
+
+    async def start(self, *, timeout_s: float = 20.0) -> None:
+        """Join; the server's first subscriber offer then starts the transport."""
+        self._timeout_s = timeout_s
+        self.transport = await ClientTransport.open(
+            self.certificate, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, rng=self.rng)
+        self.transport.drop_rate = self.drop_rate
+        await self.signaling.connect(timeout_s)
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        except TimeoutError:
+            raise BenchError(f"{self.name}: subscriber transport not connected in "
+                             f"{timeout_s} s ({self.error or 'no offer answered'})") from None
+
+    def _on_rtp(self, data: bytes) -> None:
+        self.core.on_rtp(data, time.monotonic())
+
+    def _on_rtcp(self, data: bytes) -> None:
+        self.core.on_rtcp(data, time.monotonic())
+
+    def _tick(self, now: float) -> None:
+        transport = self.transport
+        if transport is None or not transport.connected:
+            return
+        for packet in self.core.due(now):
+            transport.send_rtcp(packet)
+
+    def on_signal(self, msg: Message) -> None:
+        if msg.get("type") == "offer" and msg.get("target") == "subscriber":
+            self._answer(msg["sdp"])
+
+    def _answer(self, sdp: str) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            offer = SessionDescription.parse(sdp)
+            remote = remote_transport(offer)
+        except (SdpError, BenchError) as exc:
+            self.offer_errors += 1
+            self.error = f"{self.name}: bad subscriber offer: {exc}"
+            return
+        infos, tcc_id, abs_id = subscriber_streams(offer)
+        self.core.set_streams(infos, tcc_id, abs_id)
+        self.answers += 1
+        answer = subscriber_answer(
+            offer, ufrag=transport.credentials.ufrag, pwd=transport.credentials.pwd,
+            fingerprints=self.fingerprints, session_id=self._session_id, version=self.answers)
+        self.spawn(self.signaling.send({"type": "answer", "target": "subscriber",
+                                        "sdp": answer}))
+        if not self._connecting:
+            self._connecting = True
+            self.spawn(self._connect(remote.address, remote.ufrag, remote.pwd,
+                                     list(remote.fingerprints)))
+
+    async def _connect(self, address: tuple[str, int], ufrag: str, pwd: str,
+                       fingerprints: list[str]) -> None:
+        assert self.transport is not None
+        await self.transport.connect(address, ufrag, pwd, fingerprints,
+                                     timeout_s=self._timeout_s)
+        self.ticker.add(self._tick)
+        self._connected.set()
+
+    @property
+    def has_media(self) -> bool:
+        """Audio and video both arrived."""
+        kinds = {s.info.kind for s in self.core.streams.values() if s.unique}
+        return {"audio", "video"} <= kinds
+
+    async def close(self) -> None:
+        self.ticker.remove(self._tick)
+        await super().close()

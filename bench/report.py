@@ -1,0 +1,140 @@
+"""What a bench measures besides packets: CPU time of processes, Prometheus counters, and
+the shape of its report (percentiles, the live progress line)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["CpuClock", "bench_cpu_s", "cpu_busy_s", "machine_load", "percentiles", "pin_to_cpu",
+           "progress", "scrape_metrics", "usable_cpus"]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: A bench process using more of its core than this measured itself, not the server.
+BENCH_CPU_LIMIT = 0.8
+#: Busy time of a measured CPU not explained by the measured processes, above which a run
+#: is flagged as noisy (kernel softirq work for loopback traffic accounts for some).
+OTHER_LOAD_WARN = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class CpuClock:
+    """CPU time (user + system) of another process, read from ``/proc/<pid>/stat``."""
+
+    pid: int
+
+    def read_s(self) -> float | None:
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        # the command name may hold spaces and parentheses: fields start after the last ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+def cpu_busy_s() -> dict[int, float]:
+    """Busy seconds of each CPU since boot (``/proc/stat``: all but idle and iowait)."""
+    out: dict[int, float] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *values = line.split()
+                    ticks = [int(v) for v in values[:8]]
+                    out[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / _CLK_TCK
+    except OSError:
+        pass
+    return out
+
+
+def machine_load(before: dict[int, float], after: dict[int, float], window_s: float,
+                 ours: dict[int, float]) -> tuple[dict[str, float], list[str]]:
+    """Per-CPU busy % over the window and warnings when something else than ``ours``
+    (CPU → seconds our processes used there) kept a CPU we measure on busy."""
+    busy = {cpu: (after[cpu] - before.get(cpu, 0.0)) / window_s for cpu in after}
+    warnings = []
+    for cpu, used_s in ours.items():
+        if cpu in busy:
+            other = busy[cpu] - used_s / window_s
+            if other > OTHER_LOAD_WARN:
+                warnings.append(f"CPU {cpu} was {other * 100:.0f}% busy with other work "
+                                "(other processes, interrupts): the numbers are noisy")
+    return {f"cpu{cpu}": round(b * 100, 1) for cpu, b in sorted(busy.items())}, warnings
+
+
+def bench_cpu_s() -> float:
+    """CPU time of this process (all threads)."""
+    return time.process_time()
+
+
+def pin_to_cpu(cpu: int | None) -> int | None:
+    """Pin this process to ``cpu`` when the machine has it; returns the CPU pinned to."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        if cpu not in os.sched_getaffinity(0):
+            return None
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        return None
+    return cpu
+
+
+def usable_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
+
+
+def scrape_metrics(url: str, timeout_s: float = 2.0) -> dict[str, float] | None:
+    """Prometheus text exposition at ``url`` as ``{name: sum over label sets}``; None if
+    it cannot be read."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            text = resp.read().decode("utf-8", errors="replace")
+    except (OSError, urllib.error.URLError):
+        return None
+    out: dict[str, float] = {}
+    for name, _, value in _SAMPLE.findall(text):
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        out[name] = out.get(name, 0.0) + number
+    return out
+
+
+def percentiles(values: Sequence[float], points: Sequence[float] = (50, 95, 99)
+                ) -> dict[str, float] | None:
+    """``{"p50": …, "p95": …, "p99": …, "max": …, "samples": n}``, nearest-rank; None if
+    empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    n = len(ordered)
+    out = {f"p{p:g}": round(ordered[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))], 3)
+           for p in points}
+    out["max"] = round(ordered[-1], 3)
+    out["samples"] = n
+    return out
+
+
+def progress(text: str, *, final: bool = False) -> None:
+    """One live status line on stderr (rewritten in place on a terminal)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\x1b[2K{text}" + ("\n" if final else ""))
+    else:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
