@@ -1,0 +1,5 @@
+"""``python -m turn`` is ``sfu turn``."""
+
+from turn.cli import main
+
+raise SystemExit(main())
