@@ -25,6 +25,7 @@ from sfu.media import MediaNode
 from sfu.rooms import Out, RoomService
 from sfu.rtc_server import SignalServer
 from signaling.auth import TokenVerifier
+from turn.shell import TurnService
 
 logger = log.get("sfu.app")
 
@@ -44,8 +45,19 @@ class App:
             resume_window_s=cfg.signaling.resume_window_s, rng=random.SystemRandom())
         self.media = MediaNode(cfg, self.rooms, self._deliver)
         metrics.media_collector.source = self.media.snapshot
+        self.turn: TurnService | None = None
+        if cfg.turn.enabled:
+            # the embedded relay always lets relayed clients reach our own media port, even
+            # when that address is private (else relay-only users fail behind node_ip)
+            rtc = cfg.rtc
+            media_ip = rtc.node_ip or (rtc.bind_host if rtc.bind_host not in ("0.0.0.0", "::")
+                                       else "127.0.0.1")
+            self.turn = TurnService(cfg.turn, always_allow=[(media_ip, rtc.udp_port)])
+            turn = self.turn
+            metrics.turn_collector.source = lambda: turn.stats
         self.signal = SignalServer(cfg, verifier=self.verifier, rooms=self.rooms,
-                                   api_secrets=secrets, media=self.media)
+                                   api_secrets=secrets, media=self.media,
+                                   ice_servers=self.turn.ice_servers if self.turn else None)
         self.draining = False
 
     def _deliver(self, outs: list[Out]) -> None:
@@ -79,6 +91,8 @@ class App:
         self.signal.mount(http_app)
         runners: list[web.AppRunner] = []
         await self.media.start()
+        if self.turn is not None:
+            await self.turn.start()
         try:
             runners.append(await self._start(http_app, self.cfg.server.http_host,
                                              self.cfg.server.http_port))
@@ -99,6 +113,8 @@ class App:
             for runner in reversed(runners):
                 await runner.cleanup()
             await self.media.close()
+            if self.turn is not None:
+                await self.turn.close()
         logger.info("server_stopped")
         return 0
 

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from turn.config import TurnConfig
+from turn.errors import TurnConfigError
+
 __all__ = ["Config", "ConfigError", "load", "loads", "defaults", "DEV_API_KEY", "DEV_API_SECRET"]
 
 # Embedded development credentials, used only when the daemon runs without a config file.
@@ -126,6 +129,7 @@ class Config:
     rtc: RtcConfig = field(default_factory=RtcConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     # Set by the loader, never by the file: True when running on embedded development defaults.
     development: bool = field(default=False, metadata={"internal": True})
 
@@ -243,6 +247,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{path}.pem_file", "must not be empty")
     if not cfg.development and not cfg.auth.hmac_keys and not cfg.auth.public_keys:
         raise ConfigError("auth", "configure at least one of auth.hmac_keys or auth.public_keys")
+    try:
+        cfg.turn.validate("turn")
+    except TurnConfigError as exc:
+        raise ConfigError(exc.path, exc.message) from None
     for key in ("video_codecs", "audio_codecs"):
         values = getattr(cfg.rtc, key)
         if len(set(values)) != len(values):

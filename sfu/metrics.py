@@ -19,7 +19,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -150,3 +150,51 @@ class MediaCollector:
 
 media_collector = MediaCollector()
 REGISTRY.register(media_collector)  # type: ignore[arg-type]
+
+
+class TurnCollector:
+    """The embedded TURN relay's counters, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, Any]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.source() if self.source is not None else {}
+
+        def fam(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str,
+                label: str | None, values: Any) -> Metric:
+            f = kind(name, doc, labels=[label] if label else None)
+            if isinstance(values, dict):
+                for k, v in values.items():
+                    f.add_metric([str(k)], v)
+            else:
+                f.add_metric([], values or 0)
+            return f
+
+        yield fam(GaugeMetricFamily, "sfu_turn_allocations", "TURN allocations open.", None,
+                  snap.get("allocations_active", 0))
+        yield fam(CounterMetricFamily, "sfu_turn_allocations_created",
+                  "TURN allocations created.", None, snap.get("allocations_created", 0))
+        yield fam(CounterMetricFamily, "sfu_turn_allocations_deleted",
+                  "TURN allocations ended, by reason.", "reason",
+                  snap.get("allocations_deleted", {}))
+        yield fam(CounterMetricFamily, "sfu_turn_relayed_packets", "Packets relayed by TURN.",
+                  "direction", {"to_peer": snap.get("packets_to_peer", 0),
+                                "from_peer": snap.get("packets_from_peer", 0)})
+        yield fam(CounterMetricFamily, "sfu_turn_relayed_bytes", "Bytes relayed by TURN.",
+                  "direction", {"to_peer": snap.get("bytes_to_peer", 0),
+                                "from_peer": snap.get("bytes_from_peer", 0)})
+        yield fam(CounterMetricFamily, "sfu_turn_auth_failures",
+                  "TURN requests refused for bad credentials.", None,
+                  snap.get("auth_failures", 0))
+        yield fam(CounterMetricFamily, "sfu_turn_denied",
+                  "TURN relaying refused by the peer policy or quotas, by reason.", "reason",
+                  snap.get("denied", {}))
+        yield fam(CounterMetricFamily, "sfu_turn_dropped", "TURN input dropped, by reason.",
+                  "reason", snap.get("dropped", {}))
+        yield fam(CounterMetricFamily, "sfu_turn_error_responses",
+                  "TURN error responses, by code.", "code", snap.get("errors", {}))
+
+
+turn_collector = TurnCollector()
+REGISTRY.register(turn_collector)  # type: ignore[arg-type]

@@ -82,7 +82,9 @@ class _Socket:
 class SignalServer:
     def __init__(self, cfg: Config, *, verifier: TokenVerifier, rooms: RoomService,
                  api_secrets: dict[str, str], media: MediaNode | None = None,
+                 ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        self.ice_servers = ice_servers
         self.cfg = cfg
         self.verifier = verifier
         self.rooms = rooms
@@ -186,7 +188,8 @@ class SignalServer:
         self._conns[p.session_id] = conn
         self._schedule_refresh(sock, claims, now)
         join = self.rooms.join_message(p, resumed=bool(resume))
-        join.update(ice_servers=[], ping_interval_s=self.cfg.signaling.ping_interval_s,
+        ice = self.ice_servers(claims.identity) if self.ice_servers is not None else []
+        join.update(ice_servers=ice, ping_interval_s=self.cfg.signaling.ping_interval_s,
                     server_version=sfu.__version__)
         sock.send(join)
         self.deliver(outs)
