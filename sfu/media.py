@@ -27,9 +27,10 @@ from sfu.forwarder import DownTrack, ForwardCounters, Receiver
 from sfu.negotiation import SubscriberNegotiator
 from sfu.rooms import Out, Participant, RoomError, RoomService, Track
 from sfu.rtcp_feedback import PublisherFeedback
-from sfu.rtp.header import TsUnwrapper, read_mid
+from sfu.rtp.header import RtpView, TsUnwrapper, parse_rtp, read_mid
 from sfu.rtp.ntp import ntp_middle32, unix_from_ntp
 from sfu.rtp.rtcp import Fir, Nack, Pli, ReceiverReport, SenderReport, parse_rtcp
+from sfu.rtp.rtx import unwrap_rtx
 from sfu.webrtc import sdp as sdpmod
 from sfu.webrtc.dtls import DtlsSrtpTransport, fingerprints_from_sdp_values, serve_transport
 from sfu.webrtc.ice import IceCredentials
@@ -240,7 +241,7 @@ class Peer:
         ext_ts = self.ts_unwrap[view.ssrc].unwrap(view.timestamp)
         receiver.on_packet(data, view, ext_seq, ext_ts, now)
 
-    def _identify(self, data: bytes, view: Any) -> Receiver | None:
+    def _identify(self, data: bytes, view: RtpView) -> Receiver | None:
         """First packets of an SSRC: bind it by its MID header extension (or RTX to media)."""
         fwd = self.node.fwd
         rtx_receiver = self.rtx_by_ssrc.get(view.ssrc)
@@ -256,10 +257,9 @@ class Peer:
         self._bind(receiver, view.ssrc)
         return receiver
 
-    def _on_upstream_rtx(self, data: bytes, view: Any, receiver: Receiver | None) -> None:
+    def _on_upstream_rtx(self, data: bytes, view: RtpView,
+                         receiver: Receiver | None) -> None:
         """A retransmission from the publisher: unwrap it and forward the original."""
-        from sfu.rtp.rtx import unwrap_rtx
-
         fwd = self.node.fwd
         if receiver is None or not receiver.ssrc:
             fwd.unknown_ssrc += 1
@@ -281,8 +281,6 @@ class Peer:
         self._on_publisher_rtp_unwrapped(original)
 
     def _on_publisher_rtp_unwrapped(self, data: bytes) -> None:
-        from sfu.rtp.header import parse_rtp
-
         now = time.monotonic()
         view = parse_rtp(data)
         receiver = self.receivers_by_ssrc.get(view.ssrc)

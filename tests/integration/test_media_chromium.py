@@ -52,14 +52,19 @@ SENT_BYTES_JS = """
 async (identity) => {
   const pc = window.clients[identity].publisher;
   const stats = await pc.getStats();
-  let bytes = 0, frameWidth = 0, target = 0, available = 0;
+  let bytes = 0, frameWidth = 0, target = 0, available = 0, pairId = null;
   stats.forEach((r) => {
     if (r.type === 'outbound-rtp' && r.kind === 'video') {
       bytes += r.bytesSent;
       frameWidth = Math.max(frameWidth, r.frameWidth || 0);
       target += r.targetBitrate || 0;
     }
-    if (r.type === 'candidate-pair' && r.nominated) available = r.availableOutgoingBitrate || 0;
+    if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+  });
+  // the selected pair carries the send-side estimate (Chromium may nominate several pairs)
+  stats.forEach((r) => {
+    if (r.type === 'candidate-pair' && (r.id === pairId || (!pairId && r.nominated)))
+      available = Math.max(available, r.availableOutgoingBitrate || 0);
   });
   return {bytes, frameWidth, target, available, t: performance.now()};
 }
