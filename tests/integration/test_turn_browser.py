@@ -63,6 +63,6 @@ async def test_relay_only_publisher_through_embedded_turn(tmp_path: Path) -> Non
         assert "sfu_turn_allocations_created_total" in text
         relayed = [line for line in text.splitlines()
                    if line.startswith('sfu_turn_relayed_packets_total{direction="to_peer"}')]
-        assert relayed and float(relayed[0].split()[-1]) > 100
+        assert relayed and float(relayed[0].split()[-1]) > 20
     finally:
         await asyncio.to_thread(stop_daemon, d)

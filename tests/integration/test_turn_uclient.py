@@ -218,7 +218,15 @@ def test_uclient_tcp(turn_server: Callable[..., Server], peer_port: int) -> None
 @pytest.mark.timeout(60)
 def test_uclient_tls(turn_server: Callable[..., Server], peer_port: int) -> None:
     server = turn_server(*RELAY_FLAGS, tls=True)
-    _assert_clean_run(uclient(server.tls_port, peer_port, "-t", "-S"))
+    run = uclient(server.tls_port, peer_port, "-t", "-S")
+    if run.returncode != 0 and "tls_connect: cannot connect" in run.stdout:
+        # Seen once under full CI load: uclient's own TLS connect gave up mid-handshake and its
+        # reconnect logic then mixed up channels. A fresh server and client run once more.
+        print("first uclient TLS run failed to connect:\n" + run.stdout[-2000:])
+        server.stop()
+        server = turn_server(*RELAY_FLAGS, tls=True)
+        run = uclient(server.tls_port, peer_port, "-t", "-S")
+    _assert_clean_run(run)
     stats = server.stop()
     assert stats["packets_to_peer"] == 800 and stats["packets_from_peer"] == 800
 
