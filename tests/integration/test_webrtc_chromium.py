@@ -6,7 +6,6 @@ Debian's chromium driven by Playwright (``executable_path``; never ``playwright 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -20,20 +19,8 @@ from sfu.webrtc import sdp
 from sfu.webrtc.dtls import DtlsSrtpTransport, fingerprints_from_sdp_values, serve_transport
 from sfu.webrtc.ice import Addr, Decision, IceCredentials, IceLiteMux, Kind
 from sfu.webrtc.udp import TransportHandler, UdpEndpoint
+from tests.browser import CHROMIUM, FLAGS
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 # localhost is a secure context (getUserMedia needs one); Playwright serves the page itself.
 PAGE_URL = "http://localhost/sfu-test"
 
@@ -53,7 +40,6 @@ JS_OFFER = """async () => {
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian chromium"),
 ]
 
 playwright_api = pytest.importorskip("playwright.async_api")
