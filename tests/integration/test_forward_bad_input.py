@@ -77,3 +77,29 @@ async def test_a_client_that_never_reads_is_cut_off_alone(tmp_path) -> None:  # 
         slow.transport.abort()
     finally:
         await asyncio.to_thread(stop_daemon, d)
+
+
+@pytest.mark.timeout(60)
+async def test_a_media_subscriber_that_never_reads(daemon: Daemon) -> None:
+    pub = AiortcParticipant(daemon.ws, daemon.token("pub"))
+    dead = AiortcParticipant(daemon.ws, daemon.token("dead"))
+    good = AiortcParticipant(daemon.ws, daemon.token("good"))
+    try:
+        for p in (dead, good):
+            await p.connect()
+        await pub.connect()
+        await pub.publish(VideoStreamTrack())
+        await frames(dead, "video", 3, 20)
+        await frames(good, "video", 3, 20)
+        # the dead subscriber's sockets stop reading: the kernel drops what the SFU sends it
+        ice = dead.subscriber.sctp.transport.transport  # RTCIceTransport (test side)
+        for protocol in ice._connection._protocols:
+            protocol.transport.pause_reading()
+        before = metric(daemon, "sfu_forwarded_packets_total")
+        got = await frames(good, "video", 60, 20)  # ~2 s of video still decodes
+        assert len(got) == 60
+        assert metric(daemon, "sfu_forwarded_packets_total") > before
+        assert daemon.get("/healthz")[0] == 200
+    finally:
+        for p in (pub, dead, good):
+            await p.close()
