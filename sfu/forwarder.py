@@ -173,6 +173,29 @@ class DownTrack:
                 return
             self.started = True
             self.munger.switch_source(ext_seq, ext_ts, now, self.receiver.clock_rate)
+            self._send(data, view, ext_seq, ext_ts, now)
+            self._replay_after(ext_seq, now)
+            return
+        self._send(data, view, ext_seq, ext_ts, now)
+
+    def _replay_after(self, ext_seq: int, now: float) -> None:
+        """The keyframe's first packet came late (e.g. recovered by upstream RTX): the rest
+        of the keyframe already arrived and was skipped while waiting; send it from the cache
+        so this subscriber can decode at once."""
+        receiver = self.receiver
+        cache = receiver.cache
+        for seq in range(ext_seq + 1, receiver.highest_ext_seq + 1):
+            packet = cache.get(seq)
+            if packet is None:
+                continue
+            try:
+                view = parse_rtp(packet)
+            except ValueError:
+                continue
+            ext_ts = ((receiver.highest_ext_ts - view.timestamp) & 0xFFFFFFFF)
+            self._send(packet, view, seq, receiver.highest_ext_ts - ext_ts, now)
+
+    def _send(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int, now: float) -> None:
         mapped = self.munger.translate(ext_seq, ext_ts, now)
         if mapped is None:
             return  # from before the last switch
@@ -231,7 +254,7 @@ class Receiver:
     __slots__ = ("track_sid", "kind", "ssrc", "clock_rate", "codecs", "cache", "nack",
                  "downtracks", "last_sr", "last_keyframe_request", "audio_level_id",
                  "last_audio_level", "counters", "send_rtcp", "sender_ssrc", "waiting",
-                 "rtx_pts", "highest_ext_seq", "keyframes")
+                 "rtx_pts", "highest_ext_seq", "highest_ext_ts", "keyframes")
 
     def __init__(self, *, track_sid: str, kind: str, ssrc: int, clock_rate: int,
                  codecs: dict[int, str], rtx_pts: dict[int, int], audio_level_id: int,
@@ -254,6 +277,7 @@ class Receiver:
         self.sender_ssrc = sender_ssrc
         self.waiting = 0
         self.highest_ext_seq = -1
+        self.highest_ext_ts = 0
         self.keyframes = 0
 
     def on_packet(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int,
@@ -267,6 +291,7 @@ class Receiver:
         self.nack.on_packet(ext_seq, now)
         if ext_seq > self.highest_ext_seq:
             self.highest_ext_seq = ext_seq
+            self.highest_ext_ts = ext_ts
         keyframe = False
         if self.kind == "video":
             codec = self.codecs.get(view.payload_type, "")

@@ -143,3 +143,17 @@ def test_sender_report_on_the_publisher_timeline() -> None:
     out_ts = parse_rtp(out[0]).timestamp
     assert sr.rtp_timestamp == (out_ts + 90000) & 0xFFFFFFFF
     assert sr.ssrc == 0x5000 and sr.packet_count == 1
+
+
+def test_late_keyframe_start_replays_the_rest_of_the_keyframe() -> None:
+    receiver, (dt,), (out,), _ = make(1)
+    # the keyframe is packets 10..12; 10 (its start) is lost upstream and recovered later
+    push(receiver, vp8_packet(11, 3000, keyframe=False, start=False), 11, 3000, 0.00)
+    push(receiver, vp8_packet(12, 3000, keyframe=False, start=False), 12, 3000, 0.00)
+    assert out == []  # waiting for a keyframe start
+    push(receiver, vp8_packet(10, 3000, keyframe=True), 10, 3000, 0.01)
+    seqs = [parse_rtp(p).seq for p in out]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]  # 10, 11, 12 in order, no gap
+    assert parse_descriptor(parse_rtp(out[0]).payload(out[0])).is_keyframe
+    push(receiver, vp8_packet(13, 6000, keyframe=False), 13, 6000, 0.05)
+    assert parse_rtp(out[-1]).seq == seqs[0] + 3
