@@ -40,6 +40,9 @@ from signaling import errors as E
 logger = log.get("sfu.media")
 
 DATA_LABELS = ("_reliable", "_lossy")
+# Upstream NACKs and down-track SRs are driven by one node-wide timer at this interval
+# (a NACK is first sent 5 ms after a gap at the earliest, retried every RTT or 20 ms at most).
+NACK_TICK_S = 0.04
 
 
 def _subscriber_feedback(data: bytes) -> bytes:
@@ -678,7 +681,7 @@ class MediaNode:
                 peer.rtcp_tick(now, send_reports)
             except Exception:  # one peer's failure must not stop the others' timers
                 logger.exception("rtcp_tick_failed", session=peer.session_id)
-        self._ticker = asyncio.get_running_loop().call_later(0.02, self._tick)
+        self._ticker = asyncio.get_running_loop().call_later(NACK_TICK_S, self._tick)
 
     def _update_subscriptions(self, peer: Peer, p: Participant,
                               published: list[tuple[Participant, Track]]) -> bool:

@@ -104,6 +104,12 @@ class PublisherReceiver:
                     stream.stats.on_sender_report(pkt.ntp_timestamp, now)
         return packets
 
+    def next_due(self) -> float:
+        """When :meth:`due` has something to send next (monotonic seconds)."""
+        if self.twcc_ext_id:
+            return min(self._next_twcc, self._next_rr)
+        return self._next_rr
+
     def due(self, now: float) -> list[bytes]:
         """RTCP packets to send now (transport-cc every 75 ms; RR and REMB every second)."""
         out: list[bytes] = []
@@ -163,4 +169,6 @@ class PublisherFeedback:
             except Exception:  # transport closing: stop feeding it
                 self.detach()
                 return
-        self._timer = asyncio.get_running_loop().call_later(0.025, self._tick)
+        # wake exactly when the next feedback is due, not on a polling interval
+        delay = max(0.005, self.core.next_due() - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
