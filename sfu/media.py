@@ -19,13 +19,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 from aiortc import RTCCertificate, RTCDataChannel, RTCDataChannelParameters, RTCSctpTransport
 
 from sfu import log
 from sfu.config import Config
 from sfu.forwarder import DownTrack, ForwardCounters, Receiver
 from sfu.negotiation import SubscriberNegotiator
-from sfu.rooms import Out, Participant, RoomError, RoomService, Track
+from sfu.room_media import MediaParticipant, MediaTrack, RoomMedia
+from sfu.rooms import Out, Participant, RoomError, RoomService
 from sfu.rtcp_feedback import PublisherFeedback
 from sfu.rtp.header import RtpView, TsUnwrapper, parse_rtp, read_mid
 from sfu.rtp.ntp import ntp_middle32, unix_from_ntp
@@ -92,8 +94,9 @@ class MediaCounters:
 class Peer:
     """One participant's publisher and subscriber transports."""
 
-    def __init__(self, node: MediaNode, p: Participant) -> None:
+    def __init__(self, node: MediaNode, room_media: RoomMedia, p: MediaParticipant) -> None:
         self.node = node
+        self.room_media = room_media
         self.participant = p
         self.session_id = p.session_id
         self.pub_creds = IceCredentials.generate(node.rng)
@@ -191,7 +194,7 @@ class Peer:
             if media is None or media.kind != track.kind or media.direction == "inactive":
                 continue
             if track.sid not in node.track_codecs:
-                node.rooms.dirty_rooms.add(self.participant.room)
+                self.room_media.dirty = True  # subscribers get the new track
             node.track_codecs[track.sid] = media.codecs
             if track.sid in node.receivers:
                 continue
@@ -469,7 +472,7 @@ class Peer:
         if self.negotiator.dirty and self.negotiator.outstanding_version is None:
             sdp = self.wanted_offer()
             if sdp is not None:
-                self.node.deliver(self.node._offers(self, sdp))
+                self.node.deliver(self.node.to_outs(self.node.offer_events(self, sdp)))
         if neg.data_channel:
             self.sub_sctp = await self.sub.start_sctp(
                 remote_port=neg.sctp_port or sdpmod.DEFAULT_SCTP_PORT,
@@ -513,7 +516,8 @@ class MediaNode:
         self.policy = sdpmod.CodecPolicy(
             audio_codecs=tuple(cfg.rtc.audio_codecs), video_codecs=tuple(cfg.rtc.video_codecs),
             allow_dtx=cfg.rtc.allow_dtx, allow_stereo=cfg.rtc.allow_stereo)
-        self.peers: dict[str, Peer] = {}
+        self.peers: dict[str, Peer] = {}  # every room's peers, by session id (for timers)
+        self.room_media: dict[str, RoomMedia] = {}
         self.track_codecs: dict[str, tuple[sdpmod.NegotiatedCodec, ...]] = {}
         self.receivers: dict[str, Receiver] = {}
         self.fwd = ForwardCounters()
@@ -589,22 +593,40 @@ class MediaNode:
 
     # -- signaling entry points (from the dispatcher) ------------------------------------------
     def handle(self, p: Participant, msg: dict[str, Any], now: float) -> list[Out]:
-        peer = self.peers.get(p.session_id)
-        if peer is None:
-            raise RoomError(E.NOT_JOINED, "no media session for this participant")
+        """An offer / answer / trickle from a participant, through its room's media object."""
+        return self.to_outs(self._room_command(
+            p.room, {"op": "signal", "session": p.session_id, "msg": msg}, now))
+
+    def _room_command(self, room: str, cmd: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """The process-boundary seam: commands and events cross it msgpack-encoded."""
+        rm = self.room_media.get(room)
+        if rm is None:
+            rm = self.room_media[room] = RoomMedia(self, room)
+        events = rm.command(msgpack.unpackb(msgpack.packb(cmd)), now)
+        if not rm.members and not rm.peers:
+            del self.room_media[room]
+        result: list[dict[str, Any]] = msgpack.unpackb(msgpack.packb(events))
+        return result
+
+    def to_outs(self, events: list[dict[str, Any]]) -> list[Out]:
+        return [Out(e["session"], e["msg"]) for e in events if e["op"] == "send"]
+
+    def signal(self, peer: Peer, msg: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        p = peer.participant
         kind, target = msg["type"], msg["target"]
         if kind == "offer" and target == "publisher":
             if not p.permission.can_publish and not p.permission.can_publish_data:
                 raise RoomError(E.PERMISSION_DENIED, "token does not grant canPublish")
             answer = peer.on_publisher_offer(msg["sdp"], now)
-            out = [Out(p.session_id, {"type": "answer", "target": "publisher", "sdp": answer})]
+            out = [self._send(p.session_id, {"type": "answer", "target": "publisher",
+                                             "sdp": answer})]
             neg = peer.pub_negotiation
             first_mid = next(iter(neg.media), neg.data_mid) if neg is not None else None
-            return out + self._trickle(p.session_id, "publisher", first_mid) + self.reconcile()
+            return out + self._trickle(p.session_id, "publisher", first_mid)
         if kind == "answer" and target == "subscriber":
             follow_up = peer.on_subscriber_answer(msg["sdp"])
             if follow_up is not None:
-                return self._offers(peer, follow_up)
+                return self.offer_events(peer, follow_up)
             return []
         if kind == "trickle":
             return []  # ICE-lite: the client's candidates are learned from its checks
@@ -612,57 +634,77 @@ class MediaNode:
                         f"{kind}.target: the server does not take a {kind} for the {target} "
                         "transport")
 
-    def _offer_out(self, peer: Peer, sdp: str) -> Out:
-        return Out(peer.session_id, {"type": "offer", "target": "subscriber", "sdp": sdp})
+    @staticmethod
+    def _send(session_id: str, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"op": "send", "session": session_id, "msg": msg}
 
-    def _offers(self, peer: Peer, sdp: str) -> list[Out]:
+    def offer_events(self, peer: Peer, sdp: str) -> list[dict[str, Any]]:
         first_mid = peer.sub_state.media[0].mid if peer.sub_state else None
-        return [self._offer_out(peer, sdp),
+        return [self._send(peer.session_id, {"type": "offer", "target": "subscriber",
+                                             "sdp": sdp}),
                 *self._trickle(peer.session_id, "subscriber", first_mid)]
 
-    def _trickle(self, session_id: str, target: str, mid: str | None) -> list[Out]:
+    def _trickle(self, session_id: str, target: str, mid: str | None) -> list[dict[str, Any]]:
         """Our host candidate and end-of-candidates (also in the SDP; trickle both ways)."""
         if mid is None:
             return []
         cand = {"candidate": f"candidate:{self.candidates[0]}", "sdp_mid": mid,
                 "sdp_mline_index": 0}
-        return [Out(session_id, {"type": "trickle", "target": target, "candidate": cand}),
-                Out(session_id, {"type": "trickle", "target": target, "candidate": None,
-                                 "end_of_candidates": True})]
+        return [self._send(session_id, {"type": "trickle", "target": target,
+                                        "candidate": cand}),
+                self._send(session_id, {"type": "trickle", "target": target,
+                                        "candidate": None, "end_of_candidates": True})]
 
-    # -- room state → transports -----------------------------------------------------------
+    # -- room state → room media commands ----------------------------------------------------
     def reconcile(self) -> list[Out]:
-        """Create/close peers and renegotiate subscriber transports of changed rooms."""
-        out: list[Out] = []
+        """Turn room-service changes into join / update / leave commands for room media."""
+        now = time.monotonic()
+        events: list[dict[str, Any]] = []
         live = self.rooms.by_session
-        for session_id in [s for s in self.peers if s not in live]:
-            peer = self.peers.pop(session_id)
-            self._add_peer_totals(self._closed_totals, peer)
-            self._forget_tracks(peer)
-            task = asyncio.get_running_loop().create_task(peer.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-        for session_id, p in live.items():
-            if session_id not in self.peers:
-                self.peers[session_id] = Peer(self, p)
-                self.rooms.dirty_rooms.add(p.room)
+        for room_name, rm in list(self.room_media.items()):
+            for session in [s for s in rm.members if s not in live
+                            or live[s].room != room_name]:
+                events += self._room_command(room_name, {"op": "leave", "session": session},
+                                             now)
         dirty, self.rooms.dirty_rooms = self.rooms.dirty_rooms, set()
         for room_name in dirty:
             room = self.rooms.rooms.get(room_name)
             if room is None:
                 continue
-            published = [(o, t) for o in room.participants.values() if not o.hidden
-                         for t in o.tracks.values() if t.sid in self.track_codecs]
             for p in room.participants.values():
-                sub_peer = self.peers.get(p.session_id)
-                if sub_peer is None:
+                state = self._snapshot(p)
+                media_room = self.room_media.get(room_name)
+                known = media_room.members.get(p.session_id) if media_room is not None else None
+                if known is not None and known.to_wire() == state:
                     continue
-                if (self._update_subscriptions(sub_peer, p, published)
-                        or sub_peer.sub_state is None):
-                    sdp = sub_peer.wanted_offer()
-                    if sdp is not None:
-                        out += self._offers(sub_peer, sdp)
-        return out
+                op = "join" if known is None else "update"
+                events += self._room_command(
+                    room_name, {"op": op, "session": p.session_id, "participant": state}, now)
+        return self.to_outs(events)
+
+    @staticmethod
+    def _snapshot(p: Participant) -> dict[str, Any]:
+        perm = p.permission
+        return {"sid": p.sid, "identity": p.identity, "hidden": p.hidden,
+                "permission": {"can_publish": perm.can_publish,
+                               "can_subscribe": perm.can_subscribe,
+                               "can_publish_data": perm.can_publish_data},
+                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid}
+                           for t in p.tracks.values()],
+                "unsubscribed": sorted(p.unsubscribed)}
+
+    def new_peer(self, rm: RoomMedia, member: MediaParticipant) -> Peer:
+        peer = Peer(self, rm, member)
+        self.peers[member.session_id] = peer
+        return peer
+
+    def drop_peer(self, peer: Peer) -> None:
+        self.peers.pop(peer.session_id, None)
+        self._add_peer_totals(self._closed_totals, peer)
+        self._forget_tracks(peer)
+        task = asyncio.get_running_loop().create_task(peer.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _forget_tracks(self, peer: Peer) -> None:
         for sid in peer.participant.tracks:
@@ -683,9 +725,9 @@ class MediaNode:
                 logger.exception("rtcp_tick_failed", session=peer.session_id)
         self._ticker = asyncio.get_running_loop().call_later(NACK_TICK_S, self._tick)
 
-    def _update_subscriptions(self, peer: Peer, p: Participant,
-                              published: list[tuple[Participant, Track]]) -> bool:
-        wanted: dict[str, tuple[Participant, Track]] = {}
+    def update_subscriptions(self, peer: Peer, p: MediaParticipant,
+                             published: list[tuple[MediaParticipant, MediaTrack]]) -> bool:
+        wanted: dict[str, tuple[MediaParticipant, MediaTrack]] = {}
         if p.permission.can_subscribe:
             wanted = {t.sid: (o, t) for o, t in published
                       if o is not p and t.sid not in p.unsubscribed}
@@ -748,14 +790,11 @@ class MediaNode:
         if topic is not None:
             body["topic"] = topic
         text = json.dumps(body, separators=(",", ":"))
-        room = self.rooms.rooms.get(p.room)
-        if room is None:
-            return
         wanted = set(dests)
-        for o in room.participants.values():
-            if o is p or (wanted and o.identity not in wanted):
+        for o in sender.room_media.members.values():
+            if o.session_id == p.session_id or (wanted and o.identity not in wanted):
                 continue
-            peer = self.peers.get(o.session_id)
+            peer = sender.room_media.peers.get(o.session_id)
             if peer is not None and peer.send_data(label, text):
                 c.data_out += 1
             else:

@@ -1,0 +1,139 @@
+"""One room's media state behind a message interface.
+
+``RoomMedia.command(cmd, now)`` takes plain, msgpack-encodable commands and returns plain
+events, so that a later step can run each room in a worker process with the same seam. The
+media shell round-trips every command and event through msgpack at this boundary today, so
+anything that could not cross a process boundary fails in every test that touches media.
+
+Commands (``op``):
+
+- ``join`` / ``update``: ``{"op", "session", "participant": {sid, identity, hidden,
+  permission: {can_publish, can_subscribe, can_publish_data}, tracks: [{sid, kind, mid}],
+  unsubscribed: [track sid]}}`` — a participant's current state, as the room service has it;
+- ``leave``: ``{"op", "session"}``;
+- ``signal``: ``{"op", "session", "msg"}`` — an ``offer`` / ``answer`` / ``trickle`` message
+  of the signaling protocol.
+
+Events: ``{"op": "send", "session", "msg"}`` — a signaling message for a participant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sfu.rooms import RoomError
+from signaling import errors as E
+
+if TYPE_CHECKING:
+    from sfu.media import MediaNode, Peer
+
+
+@dataclass(slots=True)
+class MediaPermission:
+    can_publish: bool = True
+    can_subscribe: bool = True
+    can_publish_data: bool = True
+
+
+@dataclass(slots=True)
+class MediaTrack:
+    sid: str
+    kind: str
+    mid: str | None
+
+
+@dataclass(slots=True)
+class MediaParticipant:
+    """What the media side knows of a participant (a mirror of the room service's)."""
+
+    session_id: str
+    room: str
+    sid: str
+    identity: str
+    hidden: bool
+    permission: MediaPermission
+    tracks: dict[str, MediaTrack] = field(default_factory=dict)
+    unsubscribed: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_wire(cls, session_id: str, room: str, d: dict[str, Any]) -> MediaParticipant:
+        perm = d["permission"]
+        return cls(
+            session_id=session_id, room=room, sid=d["sid"], identity=d["identity"],
+            hidden=bool(d["hidden"]),
+            permission=MediaPermission(can_publish=bool(perm["can_publish"]),
+                                       can_subscribe=bool(perm["can_subscribe"]),
+                                       can_publish_data=bool(perm["can_publish_data"])),
+            tracks={t["sid"]: MediaTrack(t["sid"], t["kind"], t["mid"]) for t in d["tracks"]},
+            unsubscribed=set(d["unsubscribed"]))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``participant`` of a join/update command (what :meth:`from_wire` reads)."""
+        perm = self.permission
+        return {"sid": self.sid, "identity": self.identity, "hidden": self.hidden,
+                "permission": {"can_publish": perm.can_publish,
+                               "can_subscribe": perm.can_subscribe,
+                               "can_publish_data": perm.can_publish_data},
+                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid}
+                           for t in self.tracks.values()],
+                "unsubscribed": sorted(self.unsubscribed)}
+
+
+class RoomMedia:
+    """All media of one room: its participants' peers and who receives which track."""
+
+    def __init__(self, node: MediaNode, name: str) -> None:
+        self.node = node
+        self.name = name
+        self.members: dict[str, MediaParticipant] = {}  # by session id
+        self.peers: dict[str, Peer] = {}
+        self.dirty = False
+
+    def command(self, cmd: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        op = cmd["op"]
+        session = cmd["session"]
+        if op in ("join", "update"):
+            member = MediaParticipant.from_wire(session, self.name, cmd["participant"])
+            self.members[session] = member
+            peer = self.peers.get(session)
+            if peer is None:
+                peer = self.node.new_peer(self, member)
+                self.peers[session] = peer
+            else:
+                peer.participant = member
+            self.dirty = True
+            return self.resubscribe()
+        if op == "leave":
+            self.members.pop(session, None)
+            peer = self.peers.pop(session, None)
+            if peer is not None:
+                self.node.drop_peer(peer)
+            self.dirty = True
+            return self.resubscribe()
+        if op == "signal":
+            peer = self.peers.get(session)
+            if peer is None:
+                raise RoomError(E.NOT_JOINED, "no media session for this participant")
+            events = self.node.signal(peer, cmd["msg"], now)
+            return events + self.resubscribe()
+        raise ValueError(f"unknown room media command {op!r}")
+
+    def resubscribe(self) -> list[dict[str, Any]]:
+        """Bring every subscriber transport in line with the room's published tracks."""
+        if not self.dirty:
+            return []
+        self.dirty = False
+        node = self.node
+        published = [(o, t) for o in self.members.values() if not o.hidden
+                     for t in o.tracks.values() if t.sid in node.track_codecs]
+        events: list[dict[str, Any]] = []
+        for session, member in self.members.items():
+            peer = self.peers.get(session)
+            if peer is None:
+                continue
+            if node.update_subscriptions(peer, member, published) or peer.sub_state is None:
+                sdp = peer.wanted_offer()
+                if sdp is not None:
+                    events += node.offer_events(peer, sdp)
+        return events
