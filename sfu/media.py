@@ -618,8 +618,10 @@ class MediaNode:
             if not p.permission.can_publish and not p.permission.can_publish_data:
                 raise RoomError(E.PERMISSION_DENIED, "token does not grant canPublish")
             answer = peer.on_publisher_offer(msg["sdp"], now)
-            out = [self._send(p.session_id, {"type": "answer", "target": "publisher",
-                                             "sdp": answer})]
+            reply: dict[str, Any] = {"type": "answer", "target": "publisher", "sdp": answer}
+            if "id" in msg:
+                reply["id"] = msg["id"]  # replies echo the request id
+            out = [self._send(p.session_id, reply)]
             neg = peer.pub_negotiation
             first_mid = next(iter(neg.media), neg.data_mid) if neg is not None else None
             return out + self._trickle(p.session_id, "publisher", first_mid)

@@ -35,3 +35,18 @@ async def test_srtp_profiles(daemon: Daemon, profile: str, monkeypatch: pytest.M
         assert remote, "no receiver report from the SFU"
     finally:
         await pub.close()
+
+
+@pytest.mark.timeout(60)
+async def test_publisher_answer_echoes_request_id(daemon: Daemon) -> None:
+    pub = AiortcParticipant(daemon.ws, daemon.token("pub"))
+    try:
+        await pub.connect()
+        pub.publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await pub.publisher.setLocalDescription(await pub.publisher.createOffer())
+        await pub.send({"type": "offer", "id": "o-1", "target": "publisher",
+                        "sdp": pub.publisher.localDescription.sdp})
+        answer = await asyncio.wait_for(pub.wait_for(lambda m: m["type"] == "answer"), 10)
+        assert answer["id"] == "o-1" and answer["target"] == "publisher"
+    finally:
+        await pub.close()
