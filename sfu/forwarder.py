@@ -99,6 +99,8 @@ class DownTrack:
         self.counters = counters
         self.tcc = tcc  # the subscriber transport's transport-wide seq, shared [value]
         self.started = receiver.kind == "audio"
+        if not self.started:
+            receiver.waiting += 1  # until this down-track sees a keyframe
         self.packets = 0
         self.octets = 0
         self.last_ts = 0
@@ -172,6 +174,7 @@ class DownTrack:
                 self.counters.waiting_keyframe += 1
                 return
             self.started = True
+            self.receiver.waiting -= 1
             self.munger.switch_source(ext_seq, ext_ts, now, self.receiver.clock_rate)
             self._send(data, view, ext_seq, ext_ts, now)
             self._replay_after(ext_seq, now)
@@ -209,6 +212,7 @@ class DownTrack:
         self.octets += view.payload_size
         self.last_ts = ts
         self.send_rtp(bytes(out))
+        self.counters.forwarded += 1
 
     def on_nack(self, seqs: list[int], now: float) -> None:
         c = self.counters
@@ -254,7 +258,7 @@ class Receiver:
     __slots__ = ("track_sid", "kind", "ssrc", "clock_rate", "codecs", "cache", "nack",
                  "downtracks", "last_sr", "last_keyframe_request", "audio_level_id",
                  "last_audio_level", "counters", "send_rtcp", "sender_ssrc", "waiting",
-                 "rtx_pts", "highest_ext_seq", "highest_ext_ts", "keyframes")
+                 "rtx_pts", "highest_ext_seq", "highest_ext_ts")
 
     def __init__(self, *, track_sid: str, kind: str, ssrc: int, clock_rate: int,
                  codecs: dict[int, str], rtx_pts: dict[int, int], audio_level_id: int,
@@ -278,7 +282,6 @@ class Receiver:
         self.waiting = 0
         self.highest_ext_seq = -1
         self.highest_ext_ts = 0
-        self.keyframes = 0
 
     def on_packet(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int,
                   now: float) -> None:
@@ -293,18 +296,14 @@ class Receiver:
             self.highest_ext_seq = ext_seq
             self.highest_ext_ts = ext_ts
         keyframe = False
-        if self.kind == "video":
+        if self.kind == "video" and self.waiting:  # only a starting down-track needs to know
             codec = self.codecs.get(view.payload_type, "")
             keyframe = _is_keyframe(codec, data, view)
-            if keyframe:
-                self.keyframes += 1
         elif self.audio_level_id:
             self._read_audio_level(data, view)
-        counters = self.counters
         for dt in self.downtracks:
             if not dt.paused:
                 dt.forward(data, view, ext_seq, ext_ts, now, keyframe)
-                counters.forwarded += 1
 
     def _read_audio_level(self, data: bytes, view: RtpView) -> None:
         loc = view.find_extension(data, self.audio_level_id)
@@ -327,4 +326,4 @@ class Receiver:
 
     def stats(self) -> dict[str, Any]:
         return {"track_sid": self.track_sid, "ssrc": self.ssrc,
-                "downtracks": len(self.downtracks), "keyframes": self.keyframes}
+                "downtracks": len(self.downtracks)}

@@ -374,6 +374,8 @@ class Peer:
         self.downtracks_by_ssrc.pop(dt.ssrc, None)
         if dt in dt.receiver.downtracks:
             dt.receiver.downtracks.remove(dt)
+            if not dt.started:
+                dt.receiver.waiting -= 1
 
     def _send_subscriber_rtp(self, data: bytes) -> None:
         if self.sub_ready:
