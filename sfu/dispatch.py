@@ -144,7 +144,9 @@ class Dispatcher:
         p = self._me(conn)
         if not p.permission.can_subscribe:
             raise _denied("canSubscribe")
-        raise RoomError(E.NOT_IMPLEMENTED, "track_settings arrives with simulcast layer selection")
+        if self.media is None:
+            raise RoomError(E.NOT_IMPLEMENTED, "this server runs without media")
+        return [self._ack(conn, msg), *self.media.handle(p, msg, now)]
 
     def _media(self, conn: Connection, msg: dict[str, Any], now: float) -> list[Out]:
         p = self._me(conn)

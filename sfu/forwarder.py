@@ -1,9 +1,13 @@
 """The per-packet forwarding path: one publisher packet → rewritten packets for subscribers.
 
-``Receiver`` is a published track's upstream (one media SSRC): packet cache, upstream NACKs,
-keyframe requests, its publisher's Sender Report clock. ``DownTrack`` is one subscriber's
-copy of that track: its own SSRC, payload types, header extensions (its mid, its transport's
-transport-cc sequence, a fresh abs-send-time), seq/ts munging, NACK sequencer and RTX.
+``PublishedTrack`` is one published track: one ``Receiver`` per spatial layer (a single one
+without simulcast) and every subscriber's ``DownTrack``. A ``Receiver`` is one incoming
+media SSRC: packet cache, upstream NACKs, keyframe requests, its publisher's Sender Report
+clock, and two lists of down-tracks: those forwarding this layer now, and those waiting for
+its next keyframe to switch to it (see :mod:`sfu.layers`). A ``DownTrack`` is one
+subscriber's copy of the track: its own SSRC, payload types, header extensions (its mid, its
+transport's transport-cc sequence, a fresh abs-send-time), seq/ts munging, VP8 picture id /
+TL0PICIDX continuity across layer switches, NACK sequencer and RTX.
 
 Everything here runs synchronously inside ``datagram_received``: no await, task, queue or
 log line per packet. Headers are written as bytes with ``struct.pack_into``; the outgoing
@@ -17,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.codecs import h264, vp8
+from sfu.codecs.vp8 import Vp8Descriptor, Vp8Munger, descriptor_head
+from sfu.layers import LayerSelector, layer_for_quality, layer_for_size
 from sfu.rtp.cache import PacketCache
 from sfu.rtp.header import RtpView, parse_rtp
 from sfu.rtp.munger import RtpMunger
@@ -36,25 +42,31 @@ _U16 = struct.Struct("!H")
 _ABS = struct.Struct("!I")  # written as 4 bytes, the first of which is the element header
 
 KEYFRAME_THROTTLE_S = 0.5
+#: A video layer with no packet for this long is no longer available (the publisher
+#: stopped sending it, e.g. its bandwidth estimate dropped).
+LAYER_TIMEOUT_S = 1.0
+MAX_LAYERS = 4
 SendFn = Callable[[bytes], None]
 
 
-def _is_keyframe(codec: str, data: bytes, view: RtpView) -> bool:
-    try:
-        if codec == "VP8":
-            start = view.payload_offset
-            return vp8.parse_descriptor(data, start, start + view.payload_size).is_keyframe
-        if codec == "H264":
-            return h264.is_keyframe(view.payload(data))
-    except ValueError:
-        return False
-    return True
+def _codec_state(layer: int, picture_id: int, tl0picidx: int) -> int:
+    """What a sequencer entry remembers to retransmit a packet exactly as it was sent."""
+    return layer | ((picture_id + 1) << 2) | ((tl0picidx + 1) << 18)
+
+
+def _layer_of(state: int) -> int:
+    return state & 3
+
+
+def _vp8_of(state: int) -> tuple[int, int]:
+    return ((state >> 2) & 0xFFFF) - 1, ((state >> 18) & 0x1FF) - 1
 
 
 class ForwardCounters:
     __slots__ = ("forwarded", "forwarded_bytes", "dropped_padding", "nacks_in", "nacks_out",
                  "retransmitted", "rtx_upstream", "pli_out", "pli_in", "sr_out",
-                 "waiting_keyframe", "unknown_ssrc", "malformed_rtcp")
+                 "waiting_keyframe", "unknown_ssrc", "malformed_rtcp", "layer_switches",
+                 "dropped_temporal", "malformed_vp8")
 
     def __init__(self) -> None:
         self.forwarded = 0
@@ -70,22 +82,27 @@ class ForwardCounters:
         self.waiting_keyframe = 0
         self.unknown_ssrc = 0
         self.malformed_rtcp = 0
+        self.layer_switches = 0
+        self.dropped_temporal = 0
+        self.malformed_vp8 = 0
 
 
 class DownTrack:
     """One subscriber's copy of one published track."""
 
-    __slots__ = ("receiver", "send_rtp", "send_rtcp", "ssrc", "pt_map", "rtx_ssrc", "rtx_pt",
-                 "rtx_seq", "munger", "sequencer", "ext", "ext_len", "tcc_off", "abs_off",
-                 "level_off", "level_in_id", "started", "counters", "tcc", "packets",
-                 "octets", "last_ts", "mid", "rtt_s", "paused")
+    __slots__ = ("track", "receiver", "selector", "send_rtp", "send_rtcp", "ssrc", "pt_map",
+                 "rtx_ssrc", "rtx_pt", "rtx_seq", "munger", "vp8", "sequencer", "ext",
+                 "ext_len", "tcc_off", "abs_off", "level_off", "counters", "tcc", "packets",
+                 "octets", "last_ts", "mid", "rtt_s")
 
-    def __init__(self, *, receiver: Receiver, ssrc: int, mid: str,
+    def __init__(self, *, track: PublishedTrack, ssrc: int, mid: str,
                  pt_map: dict[int, int], rtx_ssrc: int | None, rtx_pt: int | None,
                  extension_ids: dict[str, int], send_rtp: SendFn, send_rtcp: SendFn,
                  tcc: list[int], counters: ForwardCounters, initial_seq: int,
                  initial_ts: int) -> None:
-        self.receiver = receiver
+        self.track = track
+        self.receiver: Receiver | None = None  # the layer forwarded now
+        self.selector = LayerSelector(len(track.layers))
         self.ssrc = ssrc
         self.mid = mid
         self.pt_map = pt_map
@@ -95,21 +112,17 @@ class DownTrack:
         self.send_rtp = send_rtp
         self.send_rtcp = send_rtcp
         self.munger = RtpMunger()
+        self.vp8 = Vp8Munger()
         self.sequencer = Sequencer()
         self.counters = counters
         self.tcc = tcc  # the subscriber transport's transport-wide seq, shared [value]
-        self.started = receiver.kind == "audio"
-        if not self.started:
-            receiver.waiting += 1  # until this down-track sees a keyframe
         self.packets = 0
         self.octets = 0
         self.last_ts = 0
         self.rtt_s = 0.1
-        self.paused = False
         # header extension block template (one-byte form), built once
         elements = bytearray()
         self.tcc_off = self.abs_off = self.level_off = -1
-        self.level_in_id = receiver.audio_level_id
         mid_id = extension_ids.get(EXT_MID, 0)
         if mid_id and mid:
             raw = mid.encode()
@@ -123,7 +136,7 @@ class DownTrack:
             self.abs_off = len(elements) + 1
             elements += bytes([(abs_id << 4) | 2, 0, 0, 0])
         level_id = extension_ids.get(EXT_AUDIO_LEVEL, 0)
-        if level_id and receiver.kind == "audio" and self.level_in_id:
+        if level_id and track.kind == "audio" and track.audio_level_id:
             self.level_off = len(elements) + 1
             elements += bytes([(level_id << 4), 0x7F])
         while len(elements) % 4:
@@ -137,11 +150,21 @@ class DownTrack:
             self.ext = b""
         self.ext_len = len(self.ext)
 
+    @property
+    def started(self) -> bool:
+        return self.receiver is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.selector.paused
+
     def build(self, data: bytes, view: RtpView, seq: int, ts: int, now: float,
-              ssrc: int, pt: int, prefix: bytes = b"") -> bytearray:
-        """The packet for this subscriber: our header, our extensions, the same payload."""
-        start = view.payload_offset
-        end = len(data) if view.padding else start + view.payload_size
+              ssrc: int, pt: int, prefix: bytes = b"", skip: int = 0) -> bytearray:
+        """The packet for this subscriber: our header, our extensions, ``prefix``, then the
+        payload from its byte ``skip`` on (a rewritten VP8 descriptor replaces ``skip``
+        bytes)."""
+        start = view.payload_offset + skip
+        end = len(data) if view.padding else view.payload_offset + view.payload_size
         ext_len = self.ext_len
         out = bytearray(12 + ext_len + len(prefix) + end - start)
         b0 = 0x80 | (0x10 if ext_len else 0) | (data[0] & 0x20)
@@ -158,8 +181,7 @@ class DownTrack:
                 _ABS.pack_into(out, self.abs_off - 1, (out[self.abs_off - 1] << 24)
                                | (int(now * 262144) & 0xFFFFFF))
             if self.level_off >= 0:
-                level = self.receiver.last_audio_level
-                out[self.level_off] = level
+                out[self.level_off] = self.track.last_audio_level
         off = 12 + ext_len
         if prefix:
             out[off:off + len(prefix)] = prefix
@@ -167,38 +189,70 @@ class DownTrack:
         out[off:] = memoryview(data)[start:end]
         return out
 
+    # -- the per-packet path -----------------------------------------------------------
     def forward(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int, now: float,
-                keyframe: bool) -> None:
-        if not self.started:
-            if not keyframe:
-                self.counters.waiting_keyframe += 1
+                desc: Vp8Descriptor | None) -> None:
+        """A packet of the layer this down-track forwards now."""
+        if desc is not None and desc.tid >= 0:
+            sel = self.selector
+            current = sel.current_temporal
+            if current != sel.target_temporal and desc.start_of_partition \
+                    and desc.partition_index == 0:
+                keep = sel.on_frame(desc.tid, desc.layer_sync, desc.is_keyframe)
+            else:
+                keep = desc.tid <= current
+            if not keep:
+                self.munger.drop(ext_seq)
+                self.vp8.drop(desc)
+                self.counters.dropped_temporal += 1
                 return
-            self.started = True
-            self.receiver.waiting -= 1
-            self.munger.switch_source(ext_seq, ext_ts, now, self.receiver.clock_rate)
-            self._send(data, view, ext_seq, ext_ts, now)
-            self._replay_after(ext_seq, now)
-            return
-        self._send(data, view, ext_seq, ext_ts, now)
+        self._send(data, view, ext_seq, ext_ts, now, desc, False)
 
-    def _replay_after(self, ext_seq: int, now: float) -> None:
+    def switch_to(self, receiver: Receiver, data: bytes, view: RtpView, ext_seq: int,
+                  ext_ts: int, now: float, desc: Vp8Descriptor | None) -> None:
+        """Start forwarding ``receiver``'s layer at this keyframe packet (the selector has
+        agreed): the stream continues at the next seq, a timestamp advanced by the time
+        since the last forwarded packet, the next picture id."""
+        old = self.receiver
+        if old is not None:
+            old.downtracks = [d for d in old.downtracks if d is not self]
+        self.receiver = receiver
+        receiver.downtracks = [*receiver.downtracks, self]
+        self.munger.switch_source(ext_seq, ext_ts, now, receiver.clock_rate)
+        self.counters.layer_switches += old is not None
+        self._send(data, view, ext_seq, ext_ts, now, desc, True)
+        self._replay_after(receiver, ext_seq, now)
+        self.track.refresh(self, now)
+
+    def stop_forwarding(self) -> None:
+        """Leave the current layer (paused or removed); resuming starts at a keyframe."""
+        old = self.receiver
+        if old is not None:
+            old.downtracks = [d for d in old.downtracks if d is not self]
+        self.receiver = None
+
+    def _replay_after(self, receiver: Receiver, ext_seq: int, now: float) -> None:
         """The keyframe's first packet came late (e.g. recovered by upstream RTX): the rest
         of the keyframe already arrived and was skipped while waiting; send it from the cache
         so this subscriber can decode at once."""
-        receiver = self.receiver
         cache = receiver.cache
+        vp8_codec = receiver.vp8_pts
         for seq in range(ext_seq + 1, receiver.highest_ext_seq + 1):
             packet = cache.get(seq)
             if packet is None:
                 continue
             try:
                 view = parse_rtp(packet)
+                desc = (vp8.parse_descriptor(packet, view.payload_offset,
+                                             view.payload_offset + view.payload_size)
+                        if view.payload_type in vp8_codec else None)
             except ValueError:
                 continue
             ext_ts = ((receiver.highest_ext_ts - view.timestamp) & 0xFFFFFFFF)
-            self._send(packet, view, seq, receiver.highest_ext_ts - ext_ts, now)
+            self.forward(packet, view, seq, receiver.highest_ext_ts - ext_ts, now, desc)
 
-    def _send(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int, now: float) -> None:
+    def _send(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int, now: float,
+              desc: Vp8Descriptor | None, switching: bool) -> None:
         mapped = self.munger.translate(ext_seq, ext_ts, now)
         if mapped is None:
             return  # from before the last switch
@@ -206,112 +260,193 @@ class DownTrack:
         pt = self.pt_map.get(view.payload_type)
         if pt is None:
             return
-        self.sequencer.push(seq, ext_seq, now)
-        out = self.build(data, view, seq, ts, now, self.ssrc, pt)
+        layer = self.receiver.layer if self.receiver is not None else 0
+        if desc is not None:
+            pid, tl0 = self.vp8.on_packet(desc, switching)
+            head, skip = descriptor_head(data, view.payload_offset, desc, pid, tl0)
+            self.sequencer.push(seq, ext_seq, now, ts, _codec_state(layer, pid, tl0))
+            out = self.build(data, view, seq, ts, now, self.ssrc, pt, head, skip)
+        else:
+            self.sequencer.push(seq, ext_seq, now, ts, layer)
+            out = self.build(data, view, seq, ts, now, self.ssrc, pt)
         self.packets += 1
         self.octets += view.payload_size
         self.last_ts = ts
         self.send_rtp(bytes(out))
         self.counters.forwarded += 1
 
+    # -- feedback from the subscriber ------------------------------------------------------
     def on_nack(self, seqs: list[int], now: float) -> None:
         c = self.counters
         c.nacks_in += 1
-        cache = self.receiver.cache
-        for ext_seq, out_seq in self.sequencer.nacked(seqs, now, self.rtt_s):
-            original = cache.get(ext_seq)
+        sequencer = self.sequencer
+        layers = self.track.layers
+        for ext_seq, out_seq in sequencer.nacked(seqs, now, self.rtt_s):
+            entry = sequencer.get(out_seq)
+            if entry is None:
+                continue
+            state = entry.codec_state
+            original = layers[_layer_of(state)].cache.get(ext_seq)
             if original is None:
                 continue
             try:
                 view = parse_rtp(original)
+                prefix, skip = b"", 0
+                if state > 3:  # a VP8 packet: the same picture id and TL0PICIDX again
+                    pid, tl0 = _vp8_of(state)
+                    start = view.payload_offset
+                    desc = vp8.parse_descriptor(original, start, start + view.payload_size)
+                    prefix, skip = descriptor_head(original, start, desc, pid, tl0)
             except ValueError:
                 continue
-            ts = (view.timestamp - self.munger.ts_offset) & 0xFFFFFFFF
             pt = self.pt_map.get(view.payload_type)
             if pt is None:
                 continue
+            ts = entry.out_ts
             if self.rtx_ssrc is not None and self.rtx_pt is not None:
                 self.rtx_seq += 1
                 out = self.build(original, view, self.rtx_seq, ts, now, self.rtx_ssrc,
-                                 self.rtx_pt, _U16.pack(out_seq & 0xFFFF))
+                                 self.rtx_pt, _U16.pack(out_seq & 0xFFFF) + prefix, skip)
             else:
-                out = self.build(original, view, out_seq, ts, now, self.ssrc, pt)
+                out = self.build(original, view, out_seq, ts, now, self.ssrc, pt, prefix, skip)
             c.retransmitted += 1
             self.send_rtp(bytes(out))
 
+    def request_keyframe(self, now: float) -> bool:
+        """The subscriber lost the picture (PLI/FIR): ask the layer it gets or awaits."""
+        receiver = self.receiver
+        if receiver is None:
+            wanted = self.selector.keyframe_wanted()
+            if wanted < 0:
+                return False
+            receiver = self.track.layers[wanted]
+        return receiver.request_keyframe(now)
+
     def sender_report(self, now: float) -> bytes | None:
         """An SR on the publisher's NTP timeline, so audio and video stay in sync."""
-        sr = self.receiver.last_sr
+        receiver = self.receiver
+        sr = receiver.last_sr if receiver is not None else None
         if sr is None or not self.packets:
             return None
         ntp_s, rtp_ts, arrived = sr
         elapsed = now - arrived
-        pub_rtp = rtp_ts + int(elapsed * self.receiver.clock_rate)
+        pub_rtp = rtp_ts + int(elapsed * receiver.clock_rate)  # type: ignore[union-attr]
         out_rtp = (pub_rtp - self.munger.ts_offset) & 0xFFFFFFFF
         return build_sr(self.ssrc, ntp_from_unix(ntp_s + elapsed), out_rtp,
                         self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)
 
+    # -- subscriber settings ---------------------------------------------------------------
+    def apply_settings(self, settings: dict[str, Any], now: float) -> None:
+        """``track_settings`` fields: ``disabled``, ``quality``, ``width``/``height``."""
+        sel = self.selector
+        track = self.track
+        if "quality" in settings:
+            sel.set_max(layer_for_quality(settings["quality"], track.qualities))
+        elif settings.get("width") or settings.get("height"):
+            sel.set_max(layer_for_size(settings.get("width", 0), settings.get("height", 0),
+                                       track.sizes))
+        if "disabled" in settings:
+            if settings["disabled"] and not sel.paused:
+                sel.pause()
+                self.stop_forwarding()
+            elif not settings["disabled"] and sel.paused:
+                sel.resume()
+        track.refresh(self, now)
+
 
 class Receiver:
-    """A published track's upstream: one media SSRC from one publisher transport."""
+    """One incoming media SSRC of a published track: a simulcast layer, or the only one."""
 
-    __slots__ = ("track_sid", "kind", "ssrc", "clock_rate", "codecs", "cache", "nack",
-                 "downtracks", "last_sr", "last_keyframe_request", "audio_level_id",
-                 "last_audio_level", "counters", "send_rtcp", "sender_ssrc", "waiting",
-                 "rtx_pts", "highest_ext_seq", "highest_ext_ts")
+    __slots__ = ("track", "layer", "rid", "kind", "ssrc", "clock_rate", "codecs", "vp8_pts",
+                 "cache", "nack", "downtracks", "pending", "last_sr", "last_keyframe_request",
+                 "counters", "send_rtcp", "sender_ssrc", "rtx_pts", "highest_ext_seq",
+                 "highest_ext_ts", "last_packet_at", "active", "packets", "octets",
+                 "audio_level_id")
 
-    def __init__(self, *, track_sid: str, kind: str, ssrc: int, clock_rate: int,
-                 codecs: dict[int, str], rtx_pts: dict[int, int], audio_level_id: int,
-                 send_rtcp: SendFn, sender_ssrc: int, counters: ForwardCounters) -> None:
-        self.track_sid = track_sid
-        self.kind = kind
-        self.ssrc = ssrc
-        self.clock_rate = clock_rate
-        self.codecs = codecs  # payload type -> codec name
-        self.rtx_pts = rtx_pts  # rtx payload type -> media payload type
-        self.cache = PacketCache(1024 if kind == "video" else 256)
+    def __init__(self, track: PublishedTrack, layer: int, rid: str) -> None:
+        self.track = track
+        self.layer = layer
+        self.rid = rid
+        self.kind = track.kind
+        self.ssrc = 0  # until bound (a=ssrc, or the first packets' mid/rid)
+        self.clock_rate = track.clock_rate
+        self.codecs = track.codecs
+        self.vp8_pts = frozenset(pt for pt, name in track.codecs.items() if name == "VP8")
+        self.rtx_pts = track.rtx_pts
+        self.audio_level_id = track.audio_level_id
+        self.counters = track.counters
+        self.send_rtcp = track.send_rtcp
+        self.sender_ssrc = track.sender_ssrc
+        self.cache = PacketCache(1024 if track.kind == "video" else 256)
         self.nack = NackGenerator()
-        self.downtracks: list[DownTrack] = []
+        # copy-on-write lists: a switch made while iterating one never disturbs the loop
+        self.downtracks: list[DownTrack] = []  # forwarding this layer now
+        self.pending: list[DownTrack] = []  # waiting for this layer's next keyframe
         self.last_sr: tuple[float, int, float] | None = None  # (ntp seconds, rtp ts, arrival)
         self.last_keyframe_request = -1e9
-        self.audio_level_id = audio_level_id
-        self.last_audio_level = 0x7F
-        self.counters = counters
-        self.send_rtcp = send_rtcp
-        self.sender_ssrc = sender_ssrc
-        self.waiting = 0
         self.highest_ext_seq = -1
         self.highest_ext_ts = 0
+        self.last_packet_at = 0.0
+        self.active = False
+        self.packets = 0
+        self.octets = 0
 
     def on_packet(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int,
                   now: float) -> None:
+        self.last_packet_at = now
+        if not self.active:
+            self.track.set_active(self, True, now)
         if view.payload_size == 0:
             self.counters.dropped_padding += 1  # padding probes are never forwarded
             for dt in self.downtracks:
                 dt.munger.drop(ext_seq)
             return
+        self.packets += 1
+        self.octets += view.payload_size
         self.cache.put(ext_seq, data)
         self.nack.on_packet(ext_seq, now)
         if ext_seq > self.highest_ext_seq:
             self.highest_ext_seq = ext_seq
             self.highest_ext_ts = ext_ts
+        desc: Vp8Descriptor | None = None
         keyframe = False
-        if self.kind == "video" and self.waiting:  # only a starting down-track needs to know
+        if view.payload_type in self.vp8_pts:
+            start = view.payload_offset
+            try:
+                desc = vp8.parse_descriptor(data, start, start + view.payload_size)
+            except ValueError:
+                self.counters.malformed_vp8 += 1
+                return
+            keyframe = desc.is_keyframe
+        elif self.kind == "audio":
+            if self.audio_level_id:
+                self._read_audio_level(data, view)
+        elif self.pending:
             codec = self.codecs.get(view.payload_type, "")
-            keyframe = _is_keyframe(codec, data, view)
-        elif self.audio_level_id:
-            self._read_audio_level(data, view)
-        for dt in self.downtracks:
-            if not dt.paused:
-                dt.forward(data, view, ext_seq, ext_ts, now, keyframe)
+            try:
+                keyframe = codec == "H264" and h264.is_keyframe(view.payload(data))
+            except ValueError:
+                keyframe = False
+        downtracks = self.downtracks  # the list before any switch below
+        if self.pending:
+            if keyframe:
+                layer = self.layer
+                for dt in self.pending:
+                    if dt.selector.on_keyframe(layer):
+                        dt.switch_to(self, data, view, ext_seq, ext_ts, now, desc)
+            else:
+                self.counters.waiting_keyframe += 1
+        for dt in downtracks:
+            dt.forward(data, view, ext_seq, ext_ts, now, desc)
 
     def _read_audio_level(self, data: bytes, view: RtpView) -> None:
         loc = view.find_extension(data, self.audio_level_id)
         if loc is not None and loc[1] >= 1:
-            self.last_audio_level = data[loc[0]]
+            self.track.last_audio_level = data[loc[0]]
 
     def request_keyframe(self, now: float) -> bool:
-        if self.kind != "video" or now - self.last_keyframe_request < KEYFRAME_THROTTLE_S:
+        if self.kind != "video" or not self.ssrc \
+                or now - self.last_keyframe_request < KEYFRAME_THROTTLE_S:
             return False
         self.last_keyframe_request = now
         self.counters.pli_out += 1
@@ -324,6 +459,111 @@ class Receiver:
             self.counters.nacks_out += 1
             self.send_rtcp(build_nack(self.sender_ssrc, self.ssrc, seqs))
 
+
+class PublishedTrack:
+    """A published track: its layers' receivers and its subscribers' down-tracks.
+
+    ``rids`` name the simulcast layers lowest first; ``layers`` counts them when they are
+    told apart by SSRC (``a=ssrc-group:SIM``) rather than rid; with neither the track has
+    one layer. ``qualities`` and
+    ``sizes`` describe them (from ``add_track``'s ``simulcast_layers``) so a subscriber's
+    ``track_settings`` can be mapped to a layer.
+    """
+
+    def __init__(self, *, track_sid: str, kind: str, clock_rate: int, codecs: dict[int, str],
+                 rtx_pts: dict[int, int], audio_level_id: int, send_rtcp: SendFn,
+                 sender_ssrc: int, counters: ForwardCounters, rids: tuple[str, ...] = (),
+                 layers: int = 0, qualities: list[str] | None = None,
+                 sizes: list[tuple[int, int]] | None = None) -> None:
+        n = max(len(rids), layers, 1)
+        if n > MAX_LAYERS:
+            raise ValueError(f"{n} simulcast layers; at most {MAX_LAYERS} are supported")
+        self.track_sid = track_sid
+        self.kind = kind
+        self.clock_rate = clock_rate
+        self.codecs = codecs  # payload type -> codec name
+        self.rtx_pts = rtx_pts  # rtx payload type -> media payload type
+        self.audio_level_id = audio_level_id
+        self.last_audio_level = 0x7F
+        self.send_rtcp = send_rtcp
+        self.sender_ssrc = sender_ssrc
+        self.counters = counters
+        self.rids = rids
+        self.qualities = qualities or (["low", "medium", "high"][-n:] if n <= 3 else [])
+        self.sizes = sizes or []
+        self.layers = [Receiver(self, i, rids[i] if rids else "") for i in range(n)]
+        self.downtracks: list[DownTrack] = []
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
+
+    def layer_for_rid(self, rid: str) -> Receiver | None:
+        for receiver in self.layers:
+            if receiver.rid == rid:
+                return receiver
+        return None
+
+    def add_downtrack(self, dt: DownTrack, now: float) -> None:
+        self.downtracks.append(dt)
+        for receiver in self.layers:
+            if receiver.active:
+                dt.selector.set_available(receiver.layer, True)
+        if self.kind == "audio":  # no keyframes to wait for
+            receiver = self.layers[0]
+            dt.selector.set_available(0, True)
+            dt.selector.on_keyframe(0)
+            dt.receiver = receiver
+            receiver.downtracks = [*receiver.downtracks, dt]
+            return
+        self.refresh(dt, now)
+
+    def remove_downtrack(self, dt: DownTrack) -> None:
+        if dt in self.downtracks:
+            self.downtracks.remove(dt)
+        dt.stop_forwarding()
+        for receiver in self.layers:
+            if dt in receiver.pending:
+                receiver.pending = [d for d in receiver.pending if d is not dt]
+
+    def refresh(self, dt: DownTrack, now: float) -> None:
+        """Put ``dt`` on the pending lists of the layers it may switch to, and ask for a
+        keyframe on the layer it wants (throttled)."""
+        candidates = dt.selector.switch_candidates()
+        for receiver in self.layers:
+            waiting = dt in receiver.pending
+            if receiver.layer in candidates:
+                if not waiting:
+                    receiver.pending = [*receiver.pending, dt]
+            elif waiting:
+                receiver.pending = [d for d in receiver.pending if d is not dt]
+        wanted = dt.selector.keyframe_wanted()
+        if wanted >= 0:
+            self.layers[wanted].request_keyframe(now)
+
+    def set_active(self, receiver: Receiver, active: bool, now: float) -> None:
+        """A layer started or stopped arriving: every subscriber re-aims."""
+        receiver.active = active
+        if self.kind == "audio":
+            return
+        for dt in self.downtracks:
+            dt.selector.set_available(receiver.layer, active)
+            self.refresh(dt, now)
+
+    def tick(self, now: float) -> None:
+        """Timers (from the node's tick): stopped layers, and keyframe requests again for
+        down-tracks still waiting for one (the publisher may have missed or ignored ours)."""
+        if self.kind != "video":
+            return
+        for receiver in self.layers:
+            if receiver.active and now - receiver.last_packet_at > LAYER_TIMEOUT_S:
+                self.set_active(receiver, False, now)
+            if receiver.pending and receiver.ssrc:
+                if any(dt.selector.keyframe_wanted() == receiver.layer
+                       for dt in receiver.pending):
+                    receiver.request_keyframe(now)
+
     def stats(self) -> dict[str, Any]:
-        return {"track_sid": self.track_sid, "ssrc": self.ssrc,
-                "downtracks": len(self.downtracks)}
+        return {"track_sid": self.track_sid, "layers": [
+            {"rid": r.rid, "ssrc": r.ssrc, "active": r.active, "downtracks": len(r.downtracks),
+             "pending": len(r.pending)} for r in self.layers]}

@@ -24,12 +24,13 @@ from aiortc import RTCCertificate, RTCDataChannel, RTCDataChannelParameters, RTC
 
 from sfu import log
 from sfu.config import Config
-from sfu.forwarder import DownTrack, ForwardCounters, Receiver
+from sfu.forwarder import DownTrack, ForwardCounters, PublishedTrack, Receiver
+from sfu.layers import QUALITIES
 from sfu.negotiation import SubscriberNegotiator
 from sfu.room_media import MediaParticipant, MediaTrack, RoomMedia
 from sfu.rooms import Out, Participant, RoomError, RoomService
 from sfu.rtcp_feedback import PublisherFeedback
-from sfu.rtp.header import RtpView, TsUnwrapper, parse_rtp, read_mid
+from sfu.rtp.header import RtpView, TsUnwrapper, parse_rtp, read_mid, read_rid
 from sfu.rtp.ntp import ntp_middle32, unix_from_ntp
 from sfu.rtp.rtcp import Fir, Nack, Pli, ReceiverReport, SenderReport, parse_rtcp
 from sfu.rtp.rtx import unwrap_rtx
@@ -70,6 +71,25 @@ def _subscriber_feedback(data: bytes) -> bytes:
     if len(keep) == 1:
         return keep[0]
     return b"".join(keep)
+
+
+def _layer_layout(media: sdpmod.PublishedMedia, announced: list[dict[str, Any]]
+                  ) -> tuple[tuple[str, ...], list[str] | None, list[tuple[int, int]] | None]:
+    """A simulcast m-section's rids lowest layer first, with their qualities and sizes.
+
+    ``add_track``'s ``simulcast_layers`` order them when they name the offer's rids (by
+    quality, then width); otherwise the ``a=simulcast`` order is taken as lowest first.
+    """
+    rids = media.rids
+    if len(rids) < 2:
+        return (), None, None
+    by_rid = {layer["rid"]: layer for layer in announced if layer.get("rid") in rids}
+    if len(by_rid) != len(rids):
+        return rids, None, None
+    ordered = sorted(rids, key=lambda r: (QUALITIES.index(by_rid[r]["quality"]),
+                                         by_rid[r]["width"], by_rid[r]["height"]))
+    return (tuple(ordered), [by_rid[r]["quality"] for r in ordered],
+            [(by_rid[r]["width"], by_rid[r]["height"]) for r in ordered])
 
 
 class MediaCounters:
@@ -120,11 +140,15 @@ class Peer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         # forwarding state
-        self.receivers_by_mid: dict[str, Receiver] = {}
+        self.tracks_by_mid: dict[str, PublishedTrack] = {}
         self.receivers_by_ssrc: dict[int, Receiver] = {}
         self.ts_unwrap: dict[int, TsUnwrapper] = {}
         self.rtx_by_ssrc: dict[int, Receiver] = {}
         self.mid_ext_id = 0
+        self.rid_ext_id = 0
+        self.rrid_ext_id = 0
+        #: track_settings of this subscriber, by track sid (kept for down-tracks to come)
+        self.track_settings: dict[str, dict[str, Any]] = {}
         self.downtracks: dict[str, DownTrack] = {}  # by track sid
         self.downtracks_by_ssrc: dict[int, DownTrack] = {}
         self.tcc = [1]  # the subscriber transport's transport-wide sequence number
@@ -186,9 +210,15 @@ class Peer:
     def _match_tracks(self, neg: sdpmod.PublisherNegotiation) -> None:
         """Tracks announced with add_track are matched to the offer's m-sections by mid."""
         node = self.node
-        mid_ids = {m.extension_ids.get(sdpmod.EXT_MID, 0) for m in neg.media.values()}
-        mid_ids.discard(0)
-        self.mid_ext_id = min(mid_ids) if mid_ids else 0
+
+        def ext_id(uri: str) -> int:
+            ids = {m.extension_ids.get(uri, 0) for m in neg.media.values()}
+            ids.discard(0)
+            return min(ids) if ids else 0
+
+        self.mid_ext_id = ext_id(sdpmod.EXT_MID)
+        self.rid_ext_id = ext_id(sdpmod.EXT_RID)
+        self.rrid_ext_id = ext_id(sdpmod.EXT_REPAIRED_RID)
         for track in self.participant.tracks.values():
             media = neg.media.get(track.mid or "")
             if media is None or media.kind != track.kind or media.direction == "inactive":
@@ -196,10 +226,12 @@ class Peer:
             if track.sid not in node.track_codecs:
                 self.room_media.dirty = True  # subscribers get the new track
             node.track_codecs[track.sid] = media.codecs
-            if track.sid in node.receivers:
+            if track.sid in node.published:
                 continue
-            receiver = Receiver(
-                track_sid=track.sid, kind=track.kind, ssrc=0,
+            rids, qualities, sizes = _layer_layout(media, track.layers)
+            sim_ssrcs = media.ssrcs if not rids and len(media.ssrcs) > 1 else ()
+            published = PublishedTrack(
+                track_sid=track.sid, kind=track.kind,
                 clock_rate=media.codecs[0].clock_rate if media.codecs else 90000,
                 codecs={c.payload_type: c.name.upper() if c.name.lower() != "opus" else "opus"
                         for c in media.codecs},
@@ -208,19 +240,26 @@ class Peer:
                 audio_level_id=media.extension_ids.get(sdpmod.EXT_AUDIO_LEVEL, 0),
                 send_rtcp=self._send_publisher_rtcp,
                 sender_ssrc=self.feedback.core.sender_ssrc if self.feedback else 1,
-                counters=node.fwd)
-            node.receivers[track.sid] = receiver
-            self.receivers_by_mid[media.mid] = receiver
-            for ssrc in media.ssrcs[:1]:  # signalled with a=ssrc (aiortc, Firefox)
+                counters=node.fwd, rids=rids, layers=len(sim_ssrcs),
+                qualities=qualities, sizes=sizes)
+            node.published[track.sid] = published
+            self.tracks_by_mid[media.mid] = published
+            if rids:
+                continue  # bound from the first packets' rid header extensions
+            # signalled with a=ssrc (aiortc, Firefox) or a=ssrc-group:SIM (lowest first)
+            for receiver, ssrc in zip(published.layers, sim_ssrcs or media.ssrcs[:1],
+                                      strict=False):
                 self._bind(receiver, ssrc)
-            for media_ssrc, rtx_ssrc in media.rtx_ssrcs.items():
-                if media_ssrc in media.ssrcs[:1]:
+                rtx_ssrc = media.rtx_ssrcs.get(ssrc)
+                if rtx_ssrc is not None:
                     self.rtx_by_ssrc[rtx_ssrc] = receiver
 
     def _bind(self, receiver: Receiver, ssrc: int) -> None:
         receiver.ssrc = ssrc
         self.receivers_by_ssrc[ssrc] = receiver
         self.ts_unwrap[ssrc] = TsUnwrapper()
+        if self.feedback is not None:
+            self.feedback.core.bind(ssrc)  # receiver reports start now, not before
 
     def _send_publisher_rtcp(self, data: bytes) -> None:
         if self.pub is not None and self.pub.state == "connected":
@@ -248,16 +287,35 @@ class Peer:
         receiver.on_packet(data, view, ext_seq, ext_ts, now)
 
     def _identify(self, data: bytes, view: RtpView) -> Receiver | None:
-        """First packets of an SSRC: bind it by its MID header extension (or RTX to media)."""
+        """First packets of an SSRC: bind it by its MID header extension, and for a
+        simulcast track by its RID (an RTX SSRC by its repaired RID)."""
         fwd = self.node.fwd
         rtx_receiver = self.rtx_by_ssrc.get(view.ssrc)
-        mid = read_mid(data, self.mid_ext_id) if self.mid_ext_id else None
-        receiver = self.receivers_by_mid.get(mid) if mid is not None else None
-        if rtx_receiver is not None or (receiver is not None
-                                        and view.payload_type in receiver.rtx_pts):
-            self._on_upstream_rtx(data, view, rtx_receiver or receiver)
+        if rtx_receiver is not None:
+            self._on_upstream_rtx(data, view, rtx_receiver)
             return None
-        if receiver is None or receiver.ssrc not in (0, view.ssrc):
+        try:
+            mid = read_mid(data, self.mid_ext_id) if self.mid_ext_id else None
+            track = self.tracks_by_mid.get(mid) if mid is not None else None
+            if track is None:
+                fwd.unknown_ssrc += 1
+                return None
+            is_rtx = view.payload_type in track.rtx_pts
+            receiver: Receiver | None = track.layers[0]
+            if track.rids:
+                ext_id = self.rrid_ext_id if is_rtx else self.rid_ext_id
+                rid = read_rid(data, ext_id) if ext_id else None
+                receiver = track.layer_for_rid(rid) if rid is not None else None
+        except ValueError:
+            fwd.unknown_ssrc += 1
+            return None
+        if receiver is None:
+            fwd.unknown_ssrc += 1
+            return None
+        if is_rtx:
+            self._on_upstream_rtx(data, view, receiver)
+            return None
+        if receiver.ssrc not in (0, view.ssrc):
             fwd.unknown_ssrc += 1
             return None
         self._bind(receiver, view.ssrc)
@@ -329,7 +387,7 @@ class Peer:
                     dt = self.downtracks_by_ssrc.get(ssrc)
                     if dt is not None:
                         fwd.pli_in += 1
-                        dt.receiver.request_keyframe(now)
+                        dt.request_keyframe(now)
             elif isinstance(pkt, ReceiverReport):
                 for block in pkt.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
@@ -350,13 +408,13 @@ class Peer:
             live.add(track.track_id)
             if track.track_id in self.downtracks:
                 continue
-            receiver = node.receivers.get(track.track_id)
-            if receiver is None:
+            published = node.published.get(track.track_id)
+            if published is None:
                 continue
             rtx_pt = next((c.rtx_payload_type for c in media.codecs
                            if c.rtx_payload_type is not None), None)
             dt = DownTrack(
-                receiver=receiver, ssrc=track.ssrc, mid=track.mid,
+                track=published, ssrc=track.ssrc, mid=track.mid,
                 pt_map={c.payload_type: c.payload_type for c in media.codecs},
                 rtx_ssrc=track.rtx_ssrc if rtx_pt is not None else None, rtx_pt=rtx_pt,
                 extension_ids=dict(media.extension_ids), send_rtp=self._send_subscriber_rtp,
@@ -364,18 +422,36 @@ class Peer:
                 initial_seq=node.rng.getrandbits(15), initial_ts=node.rng.getrandbits(31))
             self.downtracks[track.track_id] = dt
             self.downtracks_by_ssrc[dt.ssrc] = dt
-            receiver.downtracks.append(dt)
-            receiver.request_keyframe(time.monotonic())  # a new subscriber needs a keyframe
+            now = time.monotonic()
+            published.add_downtrack(dt, now)  # asks for a keyframe for it
+            settings = self.track_settings.get(track.track_id)
+            if settings:
+                dt.apply_settings(settings, now)
         for sid in [s for s in self.downtracks if s not in live]:
             self._drop_downtrack(sid)
 
     def _drop_downtrack(self, sid: str) -> None:
         dt = self.downtracks.pop(sid)
         self.downtracks_by_ssrc.pop(dt.ssrc, None)
-        if dt in dt.receiver.downtracks:
-            dt.receiver.downtracks.remove(dt)
-            if not dt.started:
-                dt.receiver.waiting -= 1
+        dt.track.remove_downtrack(dt)
+
+    def apply_track_settings(self, msg: dict[str, Any], now: float) -> None:
+        """``track_settings``: remembered per track, applied to its down-track (now, or
+        when the next subscriber answer creates it)."""
+        fields: dict[str, Any] = {k: msg[k] for k in ("disabled", "quality", "width", "height",
+                                                      "priority")
+                  if k in msg}
+        for sid in msg["track_sids"]:
+            settings = self.track_settings.setdefault(sid, {})
+            if "quality" in fields:  # a quality replaces a size and the other way round
+                settings.pop("width", None)
+                settings.pop("height", None)
+            elif "width" in fields or "height" in fields:
+                settings.pop("quality", None)
+            settings.update(fields)
+            dt = self.downtracks.get(sid)
+            if dt is not None:
+                dt.apply_settings(settings, now)
 
     def _send_subscriber_rtp(self, data: bytes) -> None:
         if self.sub_ready:
@@ -387,9 +463,10 @@ class Peer:
 
     def rtcp_tick(self, now: float, send_reports: bool) -> None:
         """Timers: upstream NACKs (every tick) and down-track Sender Reports (every second)."""
-        for receiver in self.receivers_by_mid.values():
-            if receiver.ssrc:
-                receiver.nacks_due(now, 0.05)
+        for receiver in self.receivers_by_ssrc.values():
+            receiver.nacks_due(now, 0.05)
+        for published in self.tracks_by_mid.values():
+            published.tick(now)
         if send_reports and self.sub_ready:
             for dt in self.downtracks.values():
                 sr = dt.sender_report(now)
@@ -521,7 +598,7 @@ class MediaNode:
         self.peers: dict[str, Peer] = {}  # every room's peers, by session id (for timers)
         self.room_media: dict[str, RoomMedia] = {}
         self.track_codecs: dict[str, tuple[sdpmod.NegotiatedCodec, ...]] = {}
-        self.receivers: dict[str, Receiver] = {}
+        self.published: dict[str, PublishedTrack] = {}
         self.fwd = ForwardCounters()
         self._ticker: asyncio.TimerHandle | None = None
         self._last_reports = 0.0
@@ -595,9 +672,11 @@ class MediaNode:
 
     # -- signaling entry points (from the dispatcher) ------------------------------------------
     def handle(self, p: Participant, msg: dict[str, Any], now: float) -> list[Out]:
-        """An offer / answer / trickle from a participant, through its room's media object."""
+        """An offer / answer / trickle / track_settings from a participant, through its
+        room's media object."""
+        op = "track_settings" if msg["type"] == "track_settings" else "signal"
         return self.to_outs(self._room_command(
-            p.room, {"op": "signal", "session": p.session_id, "msg": msg}, now))
+            p.room, {"op": op, "session": p.session_id, "msg": msg}, now))
 
     def _room_command(self, room: str, cmd: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """The process-boundary seam: commands and events cross it msgpack-encoded."""
@@ -693,7 +772,8 @@ class MediaNode:
                 "permission": {"can_publish": perm.can_publish,
                                "can_subscribe": perm.can_subscribe,
                                "can_publish_data": perm.can_publish_data},
-                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid}
+                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid,
+                            "layers": [dict(layer) for layer in t.layers]}
                            for t in p.tracks.values()],
                 "unsubscribed": sorted(p.unsubscribed)}
 
@@ -713,9 +793,10 @@ class MediaNode:
     def _forget_tracks(self, peer: Peer) -> None:
         for sid in peer.participant.tracks:
             self.track_codecs.pop(sid, None)
-            receiver = self.receivers.pop(sid, None)
-            if receiver is not None:
-                receiver.downtracks.clear()
+            published = self.published.pop(sid, None)
+            if published is not None:
+                for dt in list(published.downtracks):
+                    published.remove_downtrack(dt)
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -8,11 +8,14 @@ anything that could not cross a process boundary fails in every test that touche
 Commands (``op``):
 
 - ``join`` / ``update``: ``{"op", "session", "participant": {sid, identity, hidden,
-  permission: {can_publish, can_subscribe, can_publish_data}, tracks: [{sid, kind, mid}],
+  permission: {can_publish, can_subscribe, can_publish_data}, tracks: [{sid, kind, mid,
+  layers}],
   unsubscribed: [track sid]}}`` — a participant's current state, as the room service has it;
 - ``leave``: ``{"op", "session"}``;
 - ``signal``: ``{"op", "session", "msg"}`` — an ``offer`` / ``answer`` / ``trickle`` message
-  of the signaling protocol.
+  of the signaling protocol;
+- ``track_settings``: ``{"op", "session", "msg"}`` — a subscriber's ``track_settings``
+  message (layer, pause).
 
 Events: ``{"op": "send", "session", "msg"}`` — a signaling message for a participant.
 """
@@ -41,6 +44,8 @@ class MediaTrack:
     sid: str
     kind: str
     mid: str | None
+    #: add_track's simulcast_layers: [{rid, quality, width, height}]
+    layers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -65,7 +70,8 @@ class MediaParticipant:
             permission=MediaPermission(can_publish=bool(perm["can_publish"]),
                                        can_subscribe=bool(perm["can_subscribe"]),
                                        can_publish_data=bool(perm["can_publish_data"])),
-            tracks={t["sid"]: MediaTrack(t["sid"], t["kind"], t["mid"]) for t in d["tracks"]},
+            tracks={t["sid"]: MediaTrack(t["sid"], t["kind"], t["mid"], list(t.get("layers", [])))
+                    for t in d["tracks"]},
             unsubscribed=set(d["unsubscribed"]))
 
     def to_wire(self) -> dict[str, Any]:
@@ -75,7 +81,8 @@ class MediaParticipant:
                 "permission": {"can_publish": perm.can_publish,
                                "can_subscribe": perm.can_subscribe,
                                "can_publish_data": perm.can_publish_data},
-                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid}
+                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid,
+                            "layers": [dict(layer) for layer in t.layers]}
                            for t in self.tracks.values()],
                 "unsubscribed": sorted(self.unsubscribed)}
 
@@ -117,6 +124,12 @@ class RoomMedia:
                 raise RoomError(E.NOT_JOINED, "no media session for this participant")
             events = self.node.signal(peer, cmd["msg"], now)
             return events + self.resubscribe()
+        if op == "track_settings":
+            peer = self.peers.get(session)
+            if peer is None:
+                raise RoomError(E.NOT_JOINED, "no media session for this participant")
+            peer.apply_track_settings(cmd["msg"], now)
+            return []
         raise ValueError(f"unknown room media command {op!r}")
 
     def resubscribe(self) -> list[dict[str, Any]]:

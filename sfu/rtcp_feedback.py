@@ -27,12 +27,15 @@ REMB_MAX_BPS = 20_000_000
 
 
 class _Stream:
-    __slots__ = ("unwrap", "stats", "clock_rate")
+    __slots__ = ("unwrap", "stats", "clock_rate", "bound")
 
     def __init__(self, clock_rate: int) -> None:
         self.unwrap = SeqUnwrapper()
         self.stats = ReceiveStats()
         self.clock_rate = clock_rate
+        #: reported in RRs only once the SFU knows which track (and layer) it is:
+        #: Chromium stops sending mid/rid header extensions once an SSRC is reported.
+        self.bound = False
 
 
 class PublisherReceiver:
@@ -44,6 +47,7 @@ class PublisherReceiver:
         self.twcc_ext_id = 0
         self.clock_rates: dict[int, int] = {}  # payload type -> clock rate
         self.streams: dict[int, _Stream] = {}
+        self.bound: set[int] = set()
         self.media_ssrc = 0
         self.packets = 0
         self.bytes = 0
@@ -84,11 +88,19 @@ class PublisherReceiver:
         if stream is None:
             stream = self.streams[view.ssrc] = _Stream(
                 self.clock_rates.get(view.payload_type, 90000))
-            if not self.media_ssrc:
-                self.media_ssrc = view.ssrc
+            stream.bound = view.ssrc in self.bound
         ext_seq = stream.unwrap.unwrap(view.seq)
         stream.stats.on_packet(ext_seq, view.timestamp, now, stream.clock_rate)
         return view, ext_seq
+
+    def bind(self, ssrc: int) -> None:
+        """The SSRC is known (its track and layer): receiver reports may name it."""
+        self.bound.add(ssrc)
+        stream = self.streams.get(ssrc)
+        if stream is not None:
+            stream.bound = True
+        if not self.media_ssrc:
+            self.media_ssrc = ssrc
 
     def on_rtcp(self, data: bytes, now: float) -> list[RtcpPacket]:
         """Record Sender Reports; returns the parsed packets ([] if malformed)."""
@@ -124,8 +136,9 @@ class PublisherReceiver:
             if elapsed > 0 and self._rate_window_start:
                 self.receive_rate_bps = int(self._rate_window_bytes * 8 / elapsed)
             self._rate_window_start, self._rate_window_bytes = now, 0
-            if self.streams:
-                blocks = [s.stats.report_block(ssrc, now) for ssrc, s in self.streams.items()]
+            reported = [ssrc for ssrc, s in self.streams.items() if s.bound]
+            if reported:
+                blocks = [self.streams[ssrc].stats.report_block(ssrc, now) for ssrc in reported]
                 for i in range(0, len(blocks), 31):  # at most 31 report blocks per RR
                     out.append(build_rr(self.sender_ssrc, blocks[i:i + 31]))
                     self.sent["rr"] += 1
@@ -133,7 +146,7 @@ class PublisherReceiver:
                     # no transport-cc: a REMB derived from what arrives, with headroom to grow
                     remb = min(REMB_MAX_BPS, max(REMB_MIN_BPS,
                                                  int(self.receive_rate_bps * 1.5) + 100_000))
-                    out.append(build_remb(self.sender_ssrc, remb, list(self.streams)))
+                    out.append(build_remb(self.sender_ssrc, remb, reported))
                     self.sent["remb"] += 1
         return out
 

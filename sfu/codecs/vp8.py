@@ -145,9 +145,10 @@ def parse_descriptor(payload: Buffer, start: int = 0, end: int = -1) -> Vp8Descr
     )
 
 
-def _head(payload: Buffer, start: int, desc: Vp8Descriptor, picture_id: int,
-          tl0picidx: int) -> tuple[bytes, int]:
-    """The new descriptor up to the T/K byte, and the length of what it replaces."""
+def descriptor_head(payload: Buffer, start: int, desc: Vp8Descriptor, picture_id: int,
+                    tl0picidx: int) -> tuple[bytes, int]:
+    """The new descriptor up to the T/K byte, and how many bytes of the payload at
+    ``start`` it replaces (the T/K byte and everything after it are kept as they are)."""
     b0 = payload[start]
     x = payload[start + 1] if b0 & 0x80 else 0
     b0 = (b0 & 0x37) | 0x80  # X set; N, S, PID kept; reserved bits cleared
@@ -182,7 +183,7 @@ def rewrite_descriptor(
     """
     if desc is None:
         desc = parse_descriptor(payload, start)
-    head, old = _head(payload, start, desc, picture_id, tl0picidx)
+    head, old = descriptor_head(payload, start, desc, picture_id, tl0picidx)
     if start:
         return b"".join((payload[:start], head, payload[start + old :]))
     return b"".join((head, payload[old:]))
@@ -204,7 +205,7 @@ def rewrite_descriptor_in_place(
     """
     if desc is None:
         desc = parse_descriptor(buf, start)
-    head, old = _head(buf, start, desc, picture_id, tl0picidx)
+    head, old = descriptor_head(buf, start, desc, picture_id, tl0picidx)
     buf[start : start + old] = head  # same size (15-bit input): nothing moves
 
 

@@ -6,7 +6,7 @@ import asyncio
 import struct
 
 from sfu.codecs.vp8 import parse_descriptor
-from sfu.forwarder import DownTrack, ForwardCounters, Receiver
+from sfu.forwarder import DownTrack, ForwardCounters, PublishedTrack, Receiver
 from sfu.rtp.header import parse_rtp, read_mid, read_transport_seq
 from sfu.rtp.ntp import ntp_from_unix
 from sfu.rtp.rtcp import parse_rtcp
@@ -28,20 +28,22 @@ def vp8_packet(seq: int, ts: int, *, keyframe: bool, start: bool = True, pt: int
 def make(n_subs: int = 3) -> tuple[Receiver, list[DownTrack], list[list[bytes]], list[bytes]]:
     counters = ForwardCounters()
     upstream: list[bytes] = []
-    receiver = Receiver(track_sid="TR_1", kind="video", ssrc=PUB_SSRC, clock_rate=90000,
-                        codecs={96: "VP8"}, rtx_pts={97: 96}, audio_level_id=0,
-                        send_rtcp=upstream.append, sender_ssrc=1, counters=counters)
+    track = PublishedTrack(track_sid="TR_1", kind="video", clock_rate=90000,
+                           codecs={96: "VP8"}, rtx_pts={97: 96}, audio_level_id=0,
+                           send_rtcp=upstream.append, sender_ssrc=1, counters=counters)
+    receiver = track.layers[0]
+    receiver.ssrc = PUB_SSRC
     sent: list[list[bytes]] = []
     dts = []
     tcc = [100]
     for i in range(n_subs):
         out: list[bytes] = []
         sent.append(out)
-        dt = DownTrack(receiver=receiver, ssrc=0x5000 + i, mid=str(10 + i), pt_map={96: 100},
+        dt = DownTrack(track=track, ssrc=0x5000 + i, mid=str(10 + i), pt_map={96: 100},
                        rtx_ssrc=0x6000 + i, rtx_pt=101, extension_ids=EXTS,
                        send_rtp=out.append, send_rtcp=out.append, tcc=tcc,
                        counters=counters, initial_seq=0, initial_ts=0)
-        receiver.downtracks.append(dt)
+        track.add_downtrack(dt, 0.0)
         dts.append(dt)
     return receiver, dts, sent, upstream
 
@@ -77,10 +79,14 @@ def test_rewriting_per_subscriber() -> None:
         assert view.ssrc == 0x5000 + i and view.payload_type == 100
         assert read_mid(pkt, 4) == str(10 + i)  # each subscriber's own mid
         assert read_transport_seq(pkt, 3) is not None
-        # the payload is byte-for-byte the publisher's
+        # the VP8 data is byte-for-byte the publisher's; the descriptor now carries a
+        # 15-bit picture id (the source had none)
         src = parse_rtp(original)
-        assert view.payload(pkt).tobytes() == src.payload(original).tobytes()
-        assert parse_descriptor(view.payload(pkt)).is_keyframe
+        desc = parse_descriptor(view.payload(pkt))
+        src_desc = parse_descriptor(src.payload(original))
+        assert desc.is_keyframe and desc.picture_id_bits == 15
+        assert (view.payload(pkt)[desc.header_size:].tobytes()
+                == src.payload(original)[src_desc.header_size:].tobytes())
     # transport-cc sequence numbers come from the subscriber transport's one counter
     seqs = [read_transport_seq(s[0], 3) for s in sent]
     assert seqs == [100, 101]

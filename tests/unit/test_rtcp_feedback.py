@@ -73,6 +73,7 @@ def test_receiver_report_has_real_loss_jitter_and_lsr_dlsr() -> None:
     r = PublisherReceiver(sender_ssrc=1)
     r.set_negotiation(negotiation())
     r.due(0.0)  # first RR goes out at once (nothing to report yet)
+    r.bind(SSRC)
     sr_at = 0.2
     sr_ntp = ntp_from_unix(1_700_000_000.0)
     end = feed(r, 100, skip={10, 11, 50, 77, 78})
@@ -97,12 +98,27 @@ def test_remb_once_a_second_without_transport_cc() -> None:
     r = PublisherReceiver(sender_ssrc=1)
     r.set_negotiation(negotiation(with_tcc=False))
     r.due(0.0)
+    r.bind(SSRC)
     feed(r, 100)  # 100 x ~1 kB in 1 s
     out = kinds(r.due(1.0))
     assert "TransportCc" not in out
     assert out.count("Remb") == 1 and out.count("ReceiverReport") == 1
     remb = next(p for pkt in r.due(2.0) for p in parse_rtcp(pkt) if isinstance(p, Remb))
     assert remb.bitrate_bps >= 300_000
+
+
+def test_no_receiver_report_for_an_ssrc_until_it_is_bound() -> None:
+    # Chromium stops sending mid/rid header extensions for an SSRC once it is reported:
+    # an SSRC is reported only after the SFU bound it to its track and layer.
+    r = PublisherReceiver(sender_ssrc=1)
+    r.set_negotiation(negotiation())
+    r.due(0.0)
+    feed(r, 50)
+    assert "ReceiverReport" not in kinds(r.due(1.0))
+    r.bind(SSRC)
+    feed(r, 50, start=1.0)
+    rr = next(p for pkt in r.due(2.0) for p in parse_rtcp(pkt) if isinstance(p, ReceiverReport))
+    assert [b.ssrc for b in rr.reports] == [SSRC]
 
 
 def test_malformed_input_is_counted_not_raised() -> None:
