@@ -233,6 +233,12 @@ class SfuClient {
     return added.map(({ transceiver }) => transceiver);
   }
 
+  // Settings for subscribed tracks: {quality: "low"|"medium"|"high"} or {width, height}
+  // (the simulcast layer), {disabled: true|false}, {priority: 0..255}.
+  trackSettings(trackSids, settings = {}) {
+    return this.request({ type: "track_settings", track_sids: trackSids, ...settings });
+  }
+
   async restartIce() {
     this.publisher.restartIce();
     await this.negotiate({ iceRestart: true });
