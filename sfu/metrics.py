@@ -133,6 +133,8 @@ class MediaCollector:
                                    ("waiting_keyframe",): fwd.get("waiting_keyframe", 0),
                                    ("unknown_ssrc",): fwd.get("unknown_ssrc", 0),
                                    ("malformed_rtcp",): fwd.get("malformed_rtcp", 0),
+                                   ("malformed_vp8",): fwd.get("malformed_vp8", 0),
+                                   ("temporal_layer",): fwd.get("dropped_temporal", 0),
                                    ("malformed",): snap.get("malformed_publisher_packets", 0)})
         yield counter("sfu_nacks", "NACK packets, received from subscribers (in) or sent to "
                       "publishers (out).", ["direction"],
@@ -146,6 +148,8 @@ class MediaCollector:
                       {("in",): fwd.get("pli_in", 0), ("out",): fwd.get("pli_out", 0)})
         yield counter("sfu_sender_reports", "Sender Reports sent to subscribers.", None,
                       fwd.get("sr_out", 0))
+        yield counter("sfu_layer_switches", "Simulcast layer switches of down-tracks.", None,
+                      fwd.get("layer_switches", 0))
 
 
 media_collector = MediaCollector()
