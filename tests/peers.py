@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aioice.ice
@@ -15,6 +16,8 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
 
 from signaling.messages import validate_server_message
 
@@ -115,6 +118,32 @@ class AiortcParticipant:
         await self.publisher.setRemoteDescription(
             RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
+    async def track_settings(self, sids: Iterable[str], *, request_id: str | None = None,
+                             timeout: float = 10, **fields: Any) -> dict[str, Any] | None:
+        """Send ``track_settings`` (``quality``, ``width``, ``height``, ``disabled``, ...).
+
+        With ``request_id`` the server's reply to it (``ack`` or ``error``) is returned.
+        """
+        msg: dict[str, Any] = {"type": "track_settings", "track_sids": list(sids), **fields}
+        if request_id is None:
+            await self.send(msg)
+            return None
+        reply = self.wait_for(lambda m: m.get("id") == request_id)
+        await self.send({**msg, "id": request_id})
+        return await asyncio.wait_for(reply, timeout)
+
+    async def wait_track(self, kind: str, timeout: float = 10) -> MediaStreamTrack:
+        """The first remote track of ``kind`` on the subscriber transport."""
+        async def wait() -> MediaStreamTrack:
+            while True:
+                self.track_event.clear()
+                for t in self.tracks:
+                    if t.kind == kind:
+                        return t
+                await self.track_event.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
     async def wait_connected(self, pc: RTCPeerConnection, timeout: float = 15) -> None:
         async def wait() -> None:
             while pc.connectionState != "connected":
@@ -131,3 +160,55 @@ class AiortcParticipant:
             await self.ws.close()
         await self.publisher.close()
         await self.subscriber.close()
+
+
+class FrameRecorder:
+    """Reads a remote video track continuously, recording ``(time.monotonic(), width, height)``
+    per decoded frame; decoding itself stays in aiortc's decoder thread."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.frames: list[tuple[float, int, int]] = []
+        self.ended = False
+        self._event = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                frame = await self.track.recv()
+                assert isinstance(frame, VideoFrame), frame
+                self.frames.append((time.monotonic(), frame.width, frame.height))
+                self._event.set()
+        except MediaStreamError:
+            self.ended = True
+            self._event.set()
+
+    def since(self, t: float) -> list[tuple[float, int, int]]:
+        return [f for f in self.frames if f[0] >= t]
+
+    async def wait_frame(self, pred: Callable[[tuple[float, int, int]], bool], *,
+                         since: float, timeout: float) -> tuple[float, int, int] | None:
+        """The first frame recorded at or after ``since`` that matches, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            self._event.clear()
+            for f in self.frames[checked:]:
+                if f[0] >= since and pred(f):
+                    return f
+            checked = len(self.frames)
+            left = deadline - time.monotonic()
+            if left <= 0 or self.ended:
+                return None
+            try:
+                await asyncio.wait_for(self._event.wait(), left)
+            except TimeoutError:
+                return None
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
