@@ -675,8 +675,10 @@ class MediaNode:
         """An offer / answer / trickle / track_settings from a participant, through its
         room's media object."""
         op = "track_settings" if msg["type"] == "track_settings" else "signal"
+        # the signaling side's ``now`` is wall-clock time (token expiry); media timers
+        # (keyframe throttles, ICE consent and restarts) all run on the monotonic clock
         return self.to_outs(self._room_command(
-            p.room, {"op": op, "session": p.session_id, "msg": msg}, now))
+            p.room, {"op": op, "session": p.session_id, "msg": msg}, time.monotonic()))
 
     def _room_command(self, room: str, cmd: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """The process-boundary seam: commands and events cross it msgpack-encoded."""
