@@ -4,10 +4,12 @@
   mids), offers them on its publisher transport, connects (ICE, DTLS client, SRTP) and then
   sends looped pre-encoded Opus + VP8 (:class:`bench.rtp.PublisherCore`): sender reports
   every second, retransmissions on NACK (RTX when the answer keeps it), a keyframe on
-  PLI/FIR.
+  PLI/FIR. With ``layers`` it publishes RID simulcast (:class:`bench.rtp.SimulcastPublisherCore`)
+  and announces the layers in ``add_track``.
 - :class:`BenchSubscriber` answers the server's subscriber offers, connects, and counts
   what arrives (:class:`bench.rtp.ReceiverCore`), sending RRs, transport-cc feedback, NACKs
-  and PLIs; optionally it depacketizes and decodes the video.
+  and PLIs; optionally it depacketizes and decodes the video (and lists every decoded
+  frame), and chooses a simulcast layer with ``track_settings``.
 
 Per-packet work is synchronous and small; periodic RTCP of every client in the process
 runs from one shared :class:`Ticker` rather than a timer per client. Nothing is logged per
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiortc import RTCCertificate
@@ -29,7 +31,13 @@ from sfu.rtp.rtcp import parse_rtcp
 from sfu.webrtc.sdp import SdpError, SessionDescription
 
 from .media import EncodedMedia
-from .rtp import PublisherCore, ReceiverCore, classify_feedback
+from .rtp import (
+    PublisherCore,
+    ReceiverCore,
+    SimulcastPublisherCore,
+    SimulcastSource,
+    classify_feedback,
+)
 from .sdp import (
     PublisherSsrcs,
     publisher_offer,
@@ -40,11 +48,25 @@ from .sdp import (
 from .signal import Message, SignalingClient
 from .transport import BenchError, ClientTransport
 
-__all__ = ["BenchPublisher", "BenchSubscriber", "Ticker", "WALL_OFFSET_S"]
+__all__ = ["BenchPublisher", "BenchSubscriber", "SIMULCAST_RIDS", "Ticker", "WALL_OFFSET_S",
+           "layer_qualities"]
 
 #: Unix time minus monotonic time, fixed once so every client of the process agrees.
 WALL_OFFSET_S = time.time() - time.monotonic()
 SR_INTERVAL_S = 1.0
+#: The rids of RID simulcast, lowest layer first (as browsers name them).
+SIMULCAST_RIDS = ("q", "h", "f")
+_QUALITY_OF_RID = {"q": "low", "h": "medium", "f": "high"}
+
+
+def layer_qualities(rids: Sequence[str]) -> list[str]:
+    """The signaling quality of each rid, lowest first: ``q``/``h``/``f`` are
+    low/medium/high; other rids are named by position (the last one is ``high``)."""
+    if all(rid in _QUALITY_OF_RID for rid in rids):
+        return [_QUALITY_OF_RID[rid] for rid in rids]
+    if len(rids) > 3:
+        raise ValueError(f"at most 3 simulcast layers, got {len(rids)}")
+    return ["low", "medium", "high"][3 - len(rids):]
 
 
 class Ticker:
@@ -122,21 +144,55 @@ class _Client:
 
 
 class BenchPublisher(_Client):
+    """``media``: the audio, and the video unless ``layers`` is given; then each of
+    ``layers`` (lowest first, same frame rate) is a simulcast layer sent with the matching
+    rid of ``rids``, and the track is announced with ``media``'s size (pass the top layer).
+    """
+
     def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
                  media: EncodedMedia, *, rng: random.Random | None = None,
-                 drop_rate: float = 0.0) -> None:
+                 drop_rate: float = 0.0, layers: Sequence[EncodedMedia] | None = None,
+                 rids: Sequence[str] = SIMULCAST_RIDS) -> None:
         super().__init__(url, token, name, certificate, rng or random.Random())
         self.media = media
+        self.layers = tuple(layers or ())
+        if self.layers and len(rids) < len(self.layers):
+            raise ValueError(f"{len(self.layers)} simulcast layers but only rids {list(rids)}")
+        self.rids = tuple(rids[:len(self.layers)])
         #: Fraction of first transmissions dropped before sending (simulated upstream loss).
         self.drop_rate = drop_rate
         self.dropped = 0
-        self.core: PublisherCore | None = None
+        self.core: PublisherCore | SimulcastPublisherCore | None = None
         self.track_sids: dict[str, str] = {}
         self.feedback: dict[str, int] = {}
         self.rtcp_malformed = 0
         self.answer_s = 0.0
+        #: The server's answer to our offer.
+        self.answer: SessionDescription | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._next_sr = 0.0
+
+    @property
+    def simulcast(self) -> SimulcastPublisherCore:
+        """The simulcast core; raises :class:`BenchError` before :meth:`start` or without
+        ``layers``."""
+        if not isinstance(self.core, SimulcastPublisherCore):
+            raise BenchError(f"{self.name}: not publishing simulcast")
+        return self.core
+
+    def hold_keyframes(self, rid: str, duration_s: float) -> float:
+        """For ``duration_s`` from now, layer ``rid`` sends no keyframe (see
+        :meth:`SimulcastPublisherCore.hold_keyframes`); returns when the hold ends
+        (monotonic seconds)."""
+        until = time.monotonic() + duration_s
+        self.simulcast.hold_keyframes(rid, until)
+        return until
+
+    def simulcast_layers(self) -> list[dict[str, Any]]:
+        """``add_track``'s ``simulcast_layers``."""
+        return [{"rid": rid, "quality": quality, "width": m.width, "height": m.height}
+                for rid, quality, m in zip(self.rids, layer_qualities(self.rids), self.layers,
+                                           strict=True)]
 
     async def start(self, *, timeout_s: float = 20.0) -> None:
         """Join, announce both tracks, offer, connect, and start sending."""
@@ -149,6 +205,8 @@ class BenchPublisher(_Client):
                             "source": "microphone" if kind == "audio" else "camera"}
             if kind == "video":
                 msg.update(width=self.media.width, height=self.media.height)
+                if self.layers:
+                    msg["simulcast_layers"] = self.simulcast_layers()
             reply = await self.signaling.request(msg, timeout_s)
             if reply.get("type") != "track_published":
                 raise BenchError(f"{self.name}: add_track answered with {reply.get('type')}")
@@ -158,7 +216,8 @@ class BenchPublisher(_Client):
         offer = publisher_offer(
             ufrag=self.transport.credentials.ufrag, pwd=self.transport.credentials.pwd,
             fingerprints=self.fingerprints, port=self.transport.local_port, ssrcs=ssrcs,
-            session_id=rng.getrandbits(62), stream_id=stream_id, cname=stream_id)
+            session_id=rng.getrandbits(62), stream_id=stream_id, cname=stream_id,
+            rids=self.rids)
         started = time.monotonic()
         reply = await self.signaling.exchange(
             {"type": "offer", "target": "publisher", "sdp": offer},
@@ -168,13 +227,17 @@ class BenchPublisher(_Client):
             answer = SessionDescription.parse(reply["sdp"])
         except SdpError as exc:
             raise BenchError(f"{self.name}: bad publisher answer: {exc}") from None
+        self.answer = answer
         remote = remote_transport(answer)
         now = time.monotonic()
-        self.core = PublisherCore(
-            self.media, audio_ssrc=ssrcs.audio, video_ssrc=ssrcs.video, rtx_ssrc=ssrcs.rtx,
-            start=now, wall_offset_s=WALL_OFFSET_S, cname=stream_id,
-            initial=(rng.getrandbits(16), rng.getrandbits(32), rng.getrandbits(16),
-                     rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(16)))
+        if self.layers:
+            self.core = self._simulcast_core(ssrcs.audio, stream_id, now)
+        else:
+            self.core = PublisherCore(
+                self.media, audio_ssrc=ssrcs.audio, video_ssrc=ssrcs.video,
+                rtx_ssrc=ssrcs.rtx, start=now, wall_offset_s=WALL_OFFSET_S, cname=stream_id,
+                initial=(rng.getrandbits(16), rng.getrandbits(32), rng.getrandbits(16),
+                         rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(16)))
         video = answer.section("1")
         self.core.rtx_enabled = video is not None and video.port != 0 and "97" in video.fmts
         await self.transport.connect(remote.address, remote.ufrag, remote.pwd,
@@ -183,6 +246,26 @@ class BenchPublisher(_Client):
         self.core.start = now
         self._next_sr = now + SR_INTERVAL_S
         self._send_due()
+
+    def _simulcast_core(self, audio_ssrc: int, cname: str, now: float) -> SimulcastPublisherCore:
+        rng = self.rng
+        used = {audio_ssrc}
+
+        def fresh_ssrc() -> int:
+            while True:
+                ssrc = rng.getrandbits(32) or 1
+                if ssrc not in used:
+                    used.add(ssrc)
+                    return ssrc
+
+        sources = [SimulcastSource(rid, media, fresh_ssrc(), fresh_ssrc(), rng.getrandbits(16),
+                                   rng.getrandbits(32), rng.getrandbits(16),
+                                   rng.getrandbits(15), rng.getrandbits(8))
+                   for rid, media in zip(self.rids, self.layers, strict=True)]
+        return SimulcastPublisherCore(
+            sources, audio_ssrc=audio_ssrc, start=now, wall_offset_s=WALL_OFFSET_S,
+            audio_initial=(rng.getrandbits(16), rng.getrandbits(32)),
+            tcc_seq=rng.getrandbits(16), audio_media=self.media, cname=cname)
 
     def _send_due(self) -> None:
         core, transport = self.core, self.transport
@@ -225,7 +308,7 @@ class BenchPublisher(_Client):
             "connected": self.connected,
             "packets_sent": core.packets_sent if core else 0,
             "audio_packets": core.audio.packets if core else 0,
-            "video_packets": core.video.packets if core else 0,
+            "video_packets": core.video_packets if core else 0,
             "rtx_enabled": core.rtx_enabled if core else False,
             "keyframes_sent": core.keyframes_sent if core else 0,
             "keyframe_requests": core.keyframe_requests if core else 0,
@@ -234,6 +317,12 @@ class BenchPublisher(_Client):
             "late_skips": core.late_skips if core else 0,
             "dropped_on_purpose": self.dropped,
             "feedback_received": dict(self.feedback),
+            **({"layers": {layer.rid: {"keyframes_sent": layer.keyframes_sent,
+                                       "plis": layer.plis, "firs": layer.firs,
+                                       "held_requests": layer.held_requests,
+                                       "packets": layer.video.packets}
+                           for layer in core.layers}}
+               if isinstance(core, SimulcastPublisherCore) else {}),
         }
 
     async def close(self) -> None:
@@ -245,11 +334,13 @@ class BenchPublisher(_Client):
 class BenchSubscriber(_Client):
     def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
                  ticker: Ticker, *, decode: bool = False, rng: random.Random | None = None,
-                 delay_every: int = 4, drop_rate: float = 0.0) -> None:
+                 delay_every: int = 4, drop_rate: float = 0.0,
+                 record_frames: bool = False) -> None:
         super().__init__(url, token, name, certificate, rng or random.Random())
         self.ticker = ticker
         self.core = ReceiverCore(self.rng.getrandbits(32) or 1, wall_offset_s=WALL_OFFSET_S,
-                                 decode=decode, delay_every=delay_every)
+                                 decode=decode, delay_every=delay_every,
+                                 record_frames=record_frames)
         self.answers = 0
         self.offer_errors = 0
         self._session_id = self.rng.getrandbits(62)
@@ -272,6 +363,13 @@ class BenchSubscriber(_Client):
         except TimeoutError:
             raise BenchError(f"{self.name}: subscriber transport not connected in "
                              f"{timeout_s} s ({self.error or 'no offer answered'})") from None
+
+    async def track_settings(self, track_sids: Sequence[str], *, timeout_s: float = 10.0,
+                             **settings: Any) -> Message:
+        """Send ``track_settings`` (e.g. ``quality="medium"``) and wait for its ``ack``;
+        raises :class:`BenchError` if refused."""
+        return await self.signaling.request(
+            {"type": "track_settings", "track_sids": list(track_sids), **settings}, timeout_s)
 
     def _on_rtp(self, data: bytes) -> None:
         self.core.on_rtp(data, time.monotonic())

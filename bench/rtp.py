@@ -6,20 +6,27 @@ transport-wide sequence header extensions. RTP timestamps follow each packet's s
 send time (``start`` + its index × its duration), and the sender reports map that timeline
 to wall-clock NTP, so a receiver can compute one-way delay from RTP timestamps alone. NACKed
 packets come back from a send cache (RTX when negotiated), and a keyframe request restarts
-the loop on its keyframe.
+the loop on its keyframe. :class:`SimulcastPublisherCore` sends the same way with RID
+simulcast, as Chromium does: per layer a media and an RTX SSRC announced only by the mid and
+rtp-stream-id / repaired-rtp-stream-id header extensions, keyframes per layer, and a way to
+hold a layer's keyframes back.
 
 :class:`ReceiverCore` follows what a subscriber receives: packets and bytes per SSRC,
 extended sequence numbers, loss (with and without retransmissions), one-way delay from the
 latest sender report's NTP ↔ RTP mapping, and produces the RTCP a browser would send:
-transport-cc feedback, receiver reports, NACKs and PLIs.
+transport-cc feedback, receiver reports, NACKs and PLIs. With ``decode`` it also
+reassembles and decodes the video, and with ``record_frames`` it lists every decoded frame
+(:class:`DecodedFrame`).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sfu.rtp.header import parse_rtp
 from sfu.rtp.nack import NackGenerator
@@ -41,11 +48,18 @@ from sfu.rtp.rtcp import (
 )
 from sfu.rtp.stats import ReceiveStats
 from sfu.rtp.twcc import TwccRecorder
-from sfu.webrtc.sdp import EXT_ABS_SEND_TIME, EXT_MID, EXT_TRANSPORT_CC
+from sfu.webrtc.sdp import (
+    EXT_ABS_SEND_TIME,
+    EXT_MID,
+    EXT_REPAIRED_RID,
+    EXT_RID,
+    EXT_TRANSPORT_CC,
+)
 
 from .media import (
     OPUS_FRAME_SAMPLES,
     VP8_DESCRIPTOR_SIZE,
+    VP8_LAYERED_DESCRIPTOR_SIZE,
     EncodedMedia,
     Vp8Checker,
     Vp8FrameAssembler,
@@ -53,7 +67,9 @@ from .media import (
     write_vp8_descriptor,
 )
 
-__all__ = ["PublisherCore", "ReceiverCore", "RecvStream", "StreamInfo"]
+__all__ = ["PUBLISHER_EXTENSIONS", "SIMULCAST_EXTENSIONS", "DecodedFrame", "PublisherCore",
+           "ReceiverCore", "RecvStream", "SimulcastLayer", "SimulcastPublisherCore",
+           "SimulcastSource", "StreamInfo"]
 
 _HDR = struct.Struct("!BBHII")
 _U16 = struct.Struct("!H")
@@ -69,13 +85,22 @@ PUBLISHER_EXTENSIONS: Mapping[str, int] = {
     EXT_MID: 4,
 }
 
+#: The ids with RID simulcast, Chromium's numbering: also rtp-stream-id and
+#: repaired-rtp-stream-id.
+SIMULCAST_EXTENSIONS: Mapping[str, int] = {
+    **PUBLISHER_EXTENSIONS,
+    EXT_RID: 10,
+    EXT_REPAIRED_RID: 11,
+}
+
 
 class _SendStream:
     __slots__ = ("ssrc", "pt", "clock_rate", "seq", "ts_base", "template", "abs_off",
                  "tcc_off", "cache", "packets", "octets", "mid")
 
     def __init__(self, ssrc: int, pt: int, clock_rate: int, seq: int, ts_base: int,
-                 mid: str, ext_ids: Mapping[str, int]) -> None:
+                 mid: str, ext_ids: Mapping[str, int], rid: str = "",
+                 repaired: bool = False) -> None:
         self.ssrc = ssrc
         self.pt = pt
         self.clock_rate = clock_rate
@@ -85,18 +110,26 @@ class _SendStream:
         self.cache: list[tuple[int, int, bool, bytes] | None] = [None] * _CACHE_SIZE
         self.packets = 0
         self.octets = 0
-        self.template, self.abs_off, self.tcc_off = _extension_template(mid, ext_ids)
+        self.template, self.abs_off, self.tcc_off = _extension_template(
+            mid, ext_ids, rid, repaired)
 
 
-def _extension_template(mid: str, ext_ids: Mapping[str, int]) -> tuple[bytes, int, int]:
-    """12 header bytes + a one-byte-form extension block; offsets of abs-send-time and
+def _extension_template(mid: str, ext_ids: Mapping[str, int], rid: str = "",
+                        repaired: bool = False) -> tuple[bytes, int, int]:
+    """12 header bytes + a one-byte-form extension block: mid, then ``rid`` as
+    rtp-stream-id (or as repaired-rtp-stream-id when ``repaired``), abs-send-time and
+    transport-cc, each if it has an id in ``ext_ids``; offsets of the abs-send-time and
     transport-cc values (-1 if not used)."""
     elements = bytearray()
     abs_off = tcc_off = -1
-    mid_id = ext_ids.get(EXT_MID, 0)
-    if mid_id and mid:
-        raw = mid.encode()
-        elements += bytes([(mid_id << 4) | (len(raw) - 1)]) + raw
+    for uri, value in ((EXT_MID, mid), (EXT_REPAIRED_RID if repaired else EXT_RID, rid)):
+        ext_id = ext_ids.get(uri, 0)
+        if not ext_id or not value:
+            continue
+        raw = value.encode()
+        if not 1 <= ext_id <= 14 or len(raw) > 16:
+            raise ValueError(f"{uri} id {ext_id} with {value!r} does not fit the one-byte form")
+        elements += bytes([(ext_id << 4) | (len(raw) - 1)]) + raw
     abs_id = ext_ids.get(EXT_ABS_SEND_TIME, 0)
     if abs_id:
         abs_off = len(elements) + 1
@@ -114,39 +147,15 @@ def _extension_template(mid: str, ext_ids: Mapping[str, int]) -> tuple[bytes, in
             tcc_off + 16 if tcc_off >= 0 else -1)
 
 
-class PublisherCore:
-    """One publisher's audio + video RTP, paced by :meth:`due` (see the module docstring).
+class _PublisherBase:
+    """What both publisher cores share: the Opus stream, one schedule for audio packets
+    and video frames, packet building (header extensions stamped at send time),
+    retransmissions from the send caches, sender reports."""
 
-    ``start`` and every ``now`` are monotonic seconds; ``wall_offset_s`` turns them into
-    Unix time for the NTP field of sender reports.
-    """
-
-    def __init__(
-        self,
-        media: EncodedMedia,
-        *,
-        audio_ssrc: int,
-        video_ssrc: int,
-        rtx_ssrc: int,
-        start: float,
-        wall_offset_s: float,
-        initial: tuple[int, int, int, int, int, int],
-        audio_mid: str = "0",
-        video_mid: str = "1",
-        audio_pt: int = 111,
-        video_pt: int = 96,
-        rtx_pt: int = 97,
-        ext_ids: Mapping[str, int] = PUBLISHER_EXTENSIONS,
-        max_payload: int = 1200,
-        cname: str = "bench",
-    ) -> None:
-        """``initial``: random (audio seq, audio ts, video seq, video ts, rtx seq,
-        transport seq) starting values."""
-        a_seq, a_ts, v_seq, v_ts, rtx_seq, tcc_seq = initial
-        self.media = media
-        self.audio = _SendStream(audio_ssrc, audio_pt, 48000, a_seq, a_ts, audio_mid, ext_ids)
-        self.video = _SendStream(video_ssrc, video_pt, 90000, v_seq, v_ts, video_mid, ext_ids)
-        self.rtx = _SendStream(rtx_ssrc, rtx_pt, 90000, rtx_seq, 0, video_mid, ext_ids)
+    def __init__(self, audio_packets: tuple[bytes, ...], fps: int, audio: _SendStream, *,
+                 start: float, wall_offset_s: float, tcc_seq: int, cname: str) -> None:
+        self.audio = audio
+        self._audio_packets = audio_packets
         self.rtx_enabled = False
         self.cname = cname
         self.start = start
@@ -154,12 +163,7 @@ class PublisherCore:
         self.tcc_seq = tcc_seq
         self._audio_index = 0  # packets scheduled so far
         self._video_index = 0  # frames scheduled so far
-        self._loop_pos = 0  # position in the video loop (a keyframe request resets it)
-        self._picture_id = v_seq & 0x7FFF
-        self._frame_s = 1.0 / media.fps
-        self._frames = [(packetize_vp8(data, max_payload), key) for data, key in media.video_frames]
-        self.keyframes_sent = 0
-        self.keyframe_requests = 0
+        self._frame_s = 1.0 / fps
         self.nacked = 0
         self.retransmitted = 0
         self.retransmit_misses = 0
@@ -204,28 +208,15 @@ class PublisherCore:
         return out
 
     def _audio_packet(self, now: float) -> bytes:
-        packets = self.media.audio_packets
+        packets = self._audio_packets
         payload = packets[self._audio_index % len(packets)]
         ts = self.audio.ts_base + self._audio_index * OPUS_FRAME_SAMPLES
         self._audio_index += 1
         return self._emit(self.audio, ts, False, payload, now)
 
     def _video_frame(self, now: float) -> list[bytes]:
-        chunks, key = self._frames[self._loop_pos]
-        self._loop_pos = (self._loop_pos + 1) % len(self._frames)
-        ts = self.video.ts_base + round(self._video_index * 90000 * self._frame_s)
-        self._video_index += 1
-        if key:
-            self.keyframes_sent += 1
-        pid = self._picture_id
-        self._picture_id = (pid + 1) & 0x7FFF
-        last = len(chunks) - 1
-        out = []
-        for i, chunk in enumerate(chunks):
-            desc = bytearray(VP8_DESCRIPTOR_SIZE)
-            write_vp8_descriptor(desc, 0, i == 0, pid)
-            out.append(self._emit(self.video, ts, i == last, bytes(desc) + chunk, now))
-        return out
+        """The packets of the next scheduled video frame (every layer's, with simulcast)."""
+        raise NotImplementedError
 
     def _emit(self, stream: _SendStream, ts: int, marker: bool, payload: bytes,
               now: float) -> bytes:
@@ -251,19 +242,10 @@ class PublisherCore:
             self.tcc_seq = (self.tcc_seq + 1) & 0xFFFF
         return bytes(head) + payload
 
-    # -- feedback from the SFU --------------------------------------------------------------
-
-    def request_keyframe(self) -> None:
-        """PLI or FIR: the next frame sent is the loop's keyframe."""
-        self.keyframe_requests += 1
-        self._loop_pos = 0
-
-    def nack(self, media_ssrc: int, seqs: tuple[int, ...] | list[int], now: float) -> list[bytes]:
-        """Retransmissions for NACKed sequence numbers still in the send cache."""
-        stream = self.video if media_ssrc == self.video.ssrc else (
-            self.audio if media_ssrc == self.audio.ssrc else None)
-        if stream is None:
-            return []
+    def _retransmit(self, stream: _SendStream, rtx: _SendStream | None,
+                    seqs: tuple[int, ...] | list[int], now: float) -> list[bytes]:
+        """``stream``'s packets still in its send cache: on ``rtx`` (RFC 4588) if given,
+        else as they were."""
         out = []
         for seq in seqs:
             self.nacked += 1
@@ -273,17 +255,109 @@ class PublisherCore:
                 continue
             _, ts, marker, payload = entry
             self.retransmitted += 1
-            if stream is self.video and self.rtx_enabled:
-                rtx = self.rtx
+            if rtx is not None:
                 rtx_seq = rtx.seq
                 rtx.seq = (rtx_seq + 1) & 0xFFFF
                 rtx.packets += 1
+                rtx.octets += len(payload) + 2
                 out.append(self._build(rtx, rtx_seq, ts, marker, _U16.pack(seq) + payload, now))
             else:
                 out.append(self._build(stream, seq, ts, marker, payload, now))
         return out
 
-    def on_rtcp(self, packets: list[object], now: float) -> list[bytes]:
+    def _sender_reports(self, streams: Sequence[_SendStream], cname_ssrc: int,
+                        now: float) -> bytes:
+        """A compound RTCP packet: an SR per stream of ``streams`` that has sent, and an
+        SDES with our cname."""
+        parts = []
+        ntp = ntp_from_unix(now + self.wall_offset_s)
+        for stream in streams:
+            if not stream.packets:
+                continue
+            rtp_ts = stream.ts_base + round((now - self.start) * stream.clock_rate)
+            parts.append(build_sr(stream.ssrc, ntp, rtp_ts, stream.packets, stream.octets))
+        if not parts:
+            return b""
+        parts.append(build_sdes_cname(cname_ssrc, self.cname))
+        return b"".join(parts)
+
+
+class PublisherCore(_PublisherBase):
+    """One publisher's audio + video RTP, paced by :meth:`due` (see the module docstring).
+
+    ``start`` and every ``now`` are monotonic seconds; ``wall_offset_s`` turns them into
+    Unix time for the NTP field of sender reports.
+    """
+
+    def __init__(
+        self,
+        media: EncodedMedia,
+        *,
+        audio_ssrc: int,
+        video_ssrc: int,
+        rtx_ssrc: int,
+        start: float,
+        wall_offset_s: float,
+        initial: tuple[int, int, int, int, int, int],
+        audio_mid: str = "0",
+        video_mid: str = "1",
+        audio_pt: int = 111,
+        video_pt: int = 96,
+        rtx_pt: int = 97,
+        ext_ids: Mapping[str, int] = PUBLISHER_EXTENSIONS,
+        max_payload: int = 1200,
+        cname: str = "bench",
+    ) -> None:
+        """``initial``: random (audio seq, audio ts, video seq, video ts, rtx seq,
+        transport seq) starting values."""
+        a_seq, a_ts, v_seq, v_ts, rtx_seq, tcc_seq = initial
+        super().__init__(
+            media.audio_packets, media.fps,
+            _SendStream(audio_ssrc, audio_pt, 48000, a_seq, a_ts, audio_mid, ext_ids),
+            start=start, wall_offset_s=wall_offset_s, tcc_seq=tcc_seq, cname=cname)
+        self.media = media
+        self.video = _SendStream(video_ssrc, video_pt, 90000, v_seq, v_ts, video_mid, ext_ids)
+        self.rtx = _SendStream(rtx_ssrc, rtx_pt, 90000, rtx_seq, 0, video_mid, ext_ids)
+        self._loop_pos = 0  # position in the video loop (a keyframe request resets it)
+        self._picture_id = v_seq & 0x7FFF
+        self._frames = [(packetize_vp8(data, max_payload), key) for data, key in media.video_frames]
+        self.keyframes_sent = 0
+        self.keyframe_requests = 0
+
+    def _video_frame(self, now: float) -> list[bytes]:
+        chunks, key = self._frames[self._loop_pos]
+        self._loop_pos = (self._loop_pos + 1) % len(self._frames)
+        ts = self.video.ts_base + round(self._video_index * 90000 * self._frame_s)
+        self._video_index += 1
+        if key:
+            self.keyframes_sent += 1
+        pid = self._picture_id
+        self._picture_id = (pid + 1) & 0x7FFF
+        last = len(chunks) - 1
+        out = []
+        for i, chunk in enumerate(chunks):
+            desc = bytearray(VP8_DESCRIPTOR_SIZE)
+            write_vp8_descriptor(desc, 0, i == 0, pid)
+            out.append(self._emit(self.video, ts, i == last, bytes(desc) + chunk, now))
+        return out
+
+    # -- feedback from the SFU --------------------------------------------------------------
+
+    def request_keyframe(self) -> None:
+        """PLI or FIR: the next frame sent is the loop's keyframe."""
+        self.keyframe_requests += 1
+        self._loop_pos = 0
+
+    def nack(self, media_ssrc: int, seqs: tuple[int, ...] | list[int], now: float) -> list[bytes]:
+        """Retransmissions for NACKed sequence numbers still in the send cache."""
+        if media_ssrc == self.video.ssrc:
+            return self._retransmit(self.video, self.rtx if self.rtx_enabled else None,
+                                    seqs, now)
+        if media_ssrc == self.audio.ssrc:
+            return self._retransmit(self.audio, None, seqs, now)
+        return []
+
+    def on_rtcp(self, packets: Sequence[object], now: float) -> list[bytes]:
         """Handle parsed RTCP from the SFU; returns retransmissions to send."""
         out: list[bytes] = []
         for pkt in packets:
@@ -299,21 +373,258 @@ class PublisherCore:
 
     def sender_reports(self, now: float) -> bytes:
         """A compound RTCP packet: an SR per media stream that has sent, and an SDES."""
-        parts = []
-        ntp = ntp_from_unix(now + self.wall_offset_s)
-        for stream in (self.audio, self.video):
-            if not stream.packets:
-                continue
-            rtp_ts = stream.ts_base + round((now - self.start) * stream.clock_rate)
-            parts.append(build_sr(stream.ssrc, ntp, rtp_ts, stream.packets, stream.octets))
-        if not parts:
-            return b""
-        parts.append(build_sdes_cname(self.video.ssrc, self.cname))
-        return b"".join(parts)
+        return self._sender_reports((self.audio, self.video), self.video.ssrc, now)
+
+    @property
+    def video_packets(self) -> int:
+        """Video packets sent, retransmissions not included."""
+        return self.video.packets
 
     @property
     def packets_sent(self) -> int:
         return self.audio.packets + self.video.packets + self.rtx.packets
+
+
+# -- simulcast --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SimulcastSource:
+    """One simulcast layer to send: its rid, its loop, its SSRCs and (random) starting
+    values of its sequence numbers, RTP timestamps and VP8 picture ids."""
+
+    rid: str
+    media: EncodedMedia
+    ssrc: int
+    rtx_ssrc: int
+    seq: int = 0
+    timestamp: int = 0
+    rtx_seq: int = 0
+    picture_id: int = 0
+    tl0picidx: int = 0
+
+
+class SimulcastLayer:
+    """One layer's sending state and counters (see :class:`SimulcastPublisherCore`).
+
+    Counters: ``keyframes_sent``, ``plis`` and ``firs`` received for its SSRC, and
+    ``held_requests``, the PLIs/FIRs that arrived while its keyframes were held.
+    """
+
+    __slots__ = ("rid", "media", "video", "rtx", "frames", "loop_pos", "picture_id",
+                 "tl0picidx", "hold_until", "keyframe_pending", "keyframes_sent", "plis",
+                 "firs", "held_requests")
+
+    def __init__(self, source: SimulcastSource, video: _SendStream, rtx: _SendStream,
+                 frames: list[tuple[list[bytes], bool]]) -> None:
+        self.rid = source.rid
+        self.media = source.media
+        self.video = video
+        self.rtx = rtx
+        self.frames = frames
+        self.loop_pos = 0
+        self.picture_id = source.picture_id & 0x7FFF
+        self.tl0picidx = source.tl0picidx & 0xFF
+        self.hold_until = float("-inf")
+        self.keyframe_pending = False
+        self.keyframes_sent = 0
+        self.plis = 0
+        self.firs = 0
+        self.held_requests = 0
+
+    @property
+    def keyframe_requests(self) -> int:
+        return self.plis + self.firs
+
+    def held(self, now: float) -> bool:
+        """Whether keyframes are held at ``now``."""
+        return now < self.hold_until
+
+
+class SimulcastPublisherCore(_PublisherBase):
+    """One publisher's audio + RID-simulcast video, as Chromium sends it: per layer a
+    media SSRC and an RTX SSRC, every packet with the mid and rtp-stream-id (RTX:
+    repaired-rtp-stream-id) header extensions besides abs-send-time and transport-cc, in
+    the one-byte form.
+
+    Every layer sends a frame at each video tick (lowest layer first) with its own
+    sequence numbers, RTP timestamps, VP8 picture ids and TL0PICIDX (with
+    ``layered_descriptors``; TID is always 0). A PLI or FIR on a layer's SSRC makes that
+    layer's next frame its loop's keyframe; NACKs are answered on that layer's RTX SSRC
+    (when ``rtx_enabled``). :meth:`hold_keyframes` makes a layer ignore keyframe requests
+    and skip its loop's keyframe (it wraps to the frame after it) until a given time; a
+    request that arrived meanwhile is honoured by the first frame after that.
+
+    All sources must have the same frame rate. Audio comes from ``audio_media`` (default:
+    the last source's loop). ``start`` and every ``now`` are monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SimulcastSource],
+        *,
+        audio_ssrc: int,
+        start: float,
+        wall_offset_s: float,
+        audio_initial: tuple[int, int] = (0, 0),
+        tcc_seq: int = 0,
+        audio_media: EncodedMedia | None = None,
+        audio_mid: str = "0",
+        video_mid: str = "1",
+        audio_pt: int = 111,
+        video_pt: int = 96,
+        rtx_pt: int = 97,
+        ext_ids: Mapping[str, int] = SIMULCAST_EXTENSIONS,
+        max_payload: int = 1200,
+        cname: str = "bench",
+        layered_descriptors: bool = True,
+    ) -> None:
+        if not sources:
+            raise ValueError("simulcast needs at least one source")
+        fps = sources[0].media.fps
+        if any(s.media.fps != fps for s in sources):
+            raise ValueError("simulcast sources must share one frame rate")
+        rids = [s.rid for s in sources]
+        if len(set(rids)) != len(rids):
+            raise ValueError(f"duplicate rids in {rids}")
+        ssrcs = [x for s in sources for x in (s.ssrc, s.rtx_ssrc)] + [audio_ssrc]
+        if len(set(ssrcs)) != len(ssrcs):
+            raise ValueError("SSRCs must differ")
+        a_seq, a_ts = audio_initial
+        media = audio_media or sources[-1].media
+        super().__init__(
+            media.audio_packets, fps,
+            _SendStream(audio_ssrc, audio_pt, 48000, a_seq, a_ts, audio_mid, ext_ids),
+            start=start, wall_offset_s=wall_offset_s, tcc_seq=tcc_seq, cname=cname)
+        self._layered = layered_descriptors
+        self._desc_size = VP8_LAYERED_DESCRIPTOR_SIZE if layered_descriptors \
+            else VP8_DESCRIPTOR_SIZE
+        self.layers: list[SimulcastLayer] = []
+        for s in sources:
+            video = _SendStream(s.ssrc, video_pt, 90000, s.seq, s.timestamp, video_mid,
+                                ext_ids, s.rid)
+            rtx = _SendStream(s.rtx_ssrc, rtx_pt, 90000, s.rtx_seq, s.timestamp, video_mid,
+                              ext_ids, s.rid, repaired=True)
+            frames = [(packetize_vp8(data, max_payload, self._desc_size), key)
+                      for data, key in s.media.video_frames]
+            self.layers.append(SimulcastLayer(s, video, rtx, frames))
+        self._by_rid = {layer.rid: layer for layer in self.layers}
+        self._by_ssrc = {layer.video.ssrc: layer for layer in self.layers}
+
+    def layer(self, rid: str) -> SimulcastLayer:
+        """The layer sent with ``rid``; raises KeyError."""
+        return self._by_rid[rid]
+
+    def _video_frame(self, now: float) -> list[bytes]:
+        index = self._video_index
+        self._video_index += 1
+        out: list[bytes] = []
+        for layer in self.layers:
+            out += self._layer_frame(layer, index, now)
+        return out
+
+    def _layer_frame(self, layer: SimulcastLayer, index: int, now: float) -> list[bytes]:
+        held = layer.held(now)
+        if layer.keyframe_pending and not held:
+            layer.keyframe_pending = False
+            layer.loop_pos = 0
+        frames = layer.frames
+        pos = layer.loop_pos
+        chunks, key = frames[pos]
+        if held:
+            for _ in range(len(frames) - 1):
+                if not key:
+                    break
+                pos = (pos + 1) % len(frames)
+                chunks, key = frames[pos]
+        layer.loop_pos = (pos + 1) % len(frames)
+        ts = layer.video.ts_base + round(index * 90000 * self._frame_s)
+        if key:
+            layer.keyframes_sent += 1
+        pid = layer.picture_id
+        layer.picture_id = (pid + 1) & 0x7FFF
+        tl0 = -1
+        if self._layered:
+            tl0 = layer.tl0picidx
+            layer.tl0picidx = (tl0 + 1) & 0xFF  # every frame is TID 0
+        last = len(chunks) - 1
+        out = []
+        for i, chunk in enumerate(chunks):
+            desc = bytearray(self._desc_size)
+            write_vp8_descriptor(desc, 0, i == 0, pid, tl0)
+            out.append(self._emit(layer.video, ts, i == last, bytes(desc) + chunk, now))
+        return out
+
+    # -- feedback from the SFU --------------------------------------------------------------
+
+    def hold_keyframes(self, rid: str, until: float) -> None:
+        """Until ``until`` (monotonic seconds), layer ``rid`` sends no keyframe: requests
+        are counted (``held_requests``) but wait, and the loop skips its keyframe."""
+        self._by_rid[rid].hold_until = until
+
+    def request_keyframe(self, rid: str, now: float) -> None:
+        """A PLI or FIR for layer ``rid``: its next frame is its loop's keyframe, unless
+        keyframes are held; then the first frame after the hold."""
+        layer = self._by_rid[rid]
+        if layer.held(now):
+            layer.held_requests += 1
+        layer.keyframe_pending = True
+
+    def nack(self, media_ssrc: int, seqs: tuple[int, ...] | list[int], now: float) -> list[bytes]:
+        """Retransmissions for NACKed sequence numbers still in the send cache (on the
+        layer's RTX SSRC when ``rtx_enabled``)."""
+        layer = self._by_ssrc.get(media_ssrc)
+        if layer is not None:
+            return self._retransmit(layer.video, layer.rtx if self.rtx_enabled else None,
+                                    seqs, now)
+        if media_ssrc == self.audio.ssrc:
+            return self._retransmit(self.audio, None, seqs, now)
+        return []
+
+    def on_rtcp(self, packets: Sequence[object], now: float) -> list[bytes]:
+        """Handle parsed RTCP from the SFU; returns retransmissions to send."""
+        out: list[bytes] = []
+        for pkt in packets:
+            if isinstance(pkt, Nack):
+                out += self.nack(pkt.media_ssrc, pkt.lost_seqs, now)
+            elif isinstance(pkt, Pli):
+                layer = self._by_ssrc.get(pkt.media_ssrc)
+                if layer is not None:
+                    layer.plis += 1
+                    self.request_keyframe(layer.rid, now)
+            elif isinstance(pkt, Fir):
+                for entry in pkt.entries:
+                    layer = self._by_ssrc.get(entry.ssrc)
+                    if layer is not None:
+                        layer.firs += 1
+                        self.request_keyframe(layer.rid, now)
+        return out
+
+    def sender_reports(self, now: float) -> bytes:
+        """A compound RTCP packet: an SR per SSRC that has sent (audio, each layer's media
+        and RTX), and an SDES."""
+        streams = [self.audio]
+        for layer in self.layers:
+            streams += (layer.video, layer.rtx)
+        return self._sender_reports(streams, self.layers[0].video.ssrc, now)
+
+    @property
+    def keyframes_sent(self) -> int:
+        return sum(layer.keyframes_sent for layer in self.layers)
+
+    @property
+    def keyframe_requests(self) -> int:
+        return sum(layer.keyframe_requests for layer in self.layers)
+
+    @property
+    def video_packets(self) -> int:
+        """Video packets sent on every layer, retransmissions not included."""
+        return sum(layer.video.packets for layer in self.layers)
+
+    @property
+    def packets_sent(self) -> int:
+        return self.audio.packets + sum(layer.video.packets + layer.rtx.packets
+                                        for layer in self.layers)
 
 
 # -- receiving -------------------------------------------------------------------------
@@ -328,6 +639,24 @@ class StreamInfo:
     nack: bool
     rtx_ssrc: int | None = None
     pli: bool = False
+
+
+class DecodedFrame(NamedTuple):
+    """One decoded video frame, as :class:`ReceiverCore` records it with ``record_frames``:
+    its RTP timestamp, decoded size, whether it was a keyframe, when its last packet
+    arrived (monotonic seconds), its VP8 picture id (-1 if none), its first and last
+    extended RTP sequence numbers, and the CRC-32 of its VP8 data (descriptors removed:
+    the bytes the encoder produced, to tell which source frame it was)."""
+
+    rtp_timestamp: int
+    width: int
+    height: int
+    keyframe: bool
+    arrival: float
+    picture_id: int
+    first_seq: int
+    last_seq: int
+    crc32: int
 
 
 @dataclass(slots=True)
@@ -360,7 +689,8 @@ class ReceiverCore:
 
     def __init__(self, sender_ssrc: int, *, wall_offset_s: float,
                  twcc_interval_s: float = 0.1, rr_interval_s: float = 1.0,
-                 decode: bool = False, delay_every: int = 1) -> None:
+                 decode: bool = False, delay_every: int = 1,
+                 record_frames: bool = False) -> None:
         self.sender_ssrc = sender_ssrc
         self.wall_offset_s = wall_offset_s
         self.twcc_interval_s = twcc_interval_s
@@ -390,6 +720,9 @@ class ReceiverCore:
         self._given_up = 0
         self.assembler = Vp8FrameAssembler() if decode else None
         self.checker = Vp8Checker() if decode else None
+        #: Whether to append every decoded video frame to ``decoded_frames`` (with ``decode``).
+        self.record_frames = record_frames
+        self.decoded_frames: list[DecodedFrame] = []
 
     def set_streams(self, infos: Mapping[int, StreamInfo], tcc_id: int,
                     abs_id: int = 0) -> None:
@@ -485,10 +818,18 @@ class ReceiverCore:
                             self.hop_delays_ms.append(
                                 ((int(now * 262144) - stamp) & 0xFFFFFF) * 1000.0 / 262144)
         assembler = self.assembler
-        if assembler is not None and info.kind == "video" and self.checker is not None:
+        checker = self.checker
+        if assembler is not None and info.kind == "video" and checker is not None:
             end = payload_offset + view.payload_size - (2 if is_rtx else 0)
-            for frame in assembler.push(ext, ts, view.marker, data[payload_offset:end], now):
-                self.checker.decode(frame)
+            for frame in assembler.push_frames(ext, ts, view.marker, data[payload_offset:end],
+                                               now):
+                sizes = checker.decode(frame.data)
+                if self.record_frames and sizes:
+                    crc = zlib.crc32(frame.data)
+                    self.decoded_frames += [
+                        DecodedFrame(frame.timestamp, width, height, frame.keyframe, now,
+                                     frame.picture_id, frame.first_seq, frame.last_seq, crc)
+                        for width, height in sizes]
 
     def on_rtcp(self, data: bytes, now: float) -> None:
         try:

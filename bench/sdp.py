@@ -4,6 +4,9 @@ what they send passes the same parser the server uses).
 - :func:`publisher_offer`: BUNDLE, rtcp-mux, one ``m=audio`` (Opus 111) and one ``m=video``
   (VP8 96 + RTX 97), extmaps mid / abs-send-time / transport-cc, ``a=ssrc`` lines with
   cname and msid, ``a=setup:actpass``, our ICE credentials, fingerprint and host candidate.
+  With ``rids`` the video section offers RID simulcast as Chromium does: ``a=rid:<rid> send``
+  per layer, ``a=simulcast:send q;h;f``, the rtp-stream-id and repaired-rtp-stream-id
+  extmaps, and no ``a=ssrc`` / ``a=ssrc-group`` lines.
 - :func:`subscriber_answer`: the answer to a server offer: same mids, ``recvonly`` for what
   the server sends, the offered codecs, payload types and extension ids, ``a=setup:active``,
   our ICE credentials and fingerprint. The data channel is refused (port 0): the bench
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 
 from sfu.webrtc.sdp import (
     EXT_ABS_SEND_TIME,
+    EXT_REPAIRED_RID,
+    EXT_RID,
     EXT_TRANSPORT_CC,
     RTP_PROTOCOL,
     Attribute,
@@ -26,12 +31,14 @@ from sfu.webrtc.sdp import (
     MediaSection,
     Origin,
     SessionDescription,
+    Simulcast,
+    SimulcastStream,
 )
 
-from .rtp import PUBLISHER_EXTENSIONS, StreamInfo
+from .rtp import PUBLISHER_EXTENSIONS, SIMULCAST_EXTENSIONS, StreamInfo
 from .transport import CLIENT_PRIORITY, BenchError
 
-__all__ = ["RemoteTransport", "publisher_offer", "remote_transport", "subscriber_answer",
+__all__ = ["PublisherSsrcs", "RemoteTransport", "publisher_offer", "remote_transport", "subscriber_answer",
            "subscriber_streams"]
 
 _NULL_CONNECTION = "c=IN IP4 0.0.0.0"
@@ -39,6 +46,9 @@ _NULL_CONNECTION = "c=IN IP4 0.0.0.0"
 
 @dataclass(frozen=True, slots=True)
 class PublisherSsrcs:
+    """The SSRCs the offer announces (with RID simulcast only ``audio``: video SSRCs are
+    announced by the rid header extensions)."""
+
     audio: int
     video: int
     rtx: int
@@ -66,12 +76,24 @@ def publisher_offer(
     session_id: int,
     stream_id: str,
     cname: str,
-    ext_ids: Mapping[str, int] = PUBLISHER_EXTENSIONS,
+    ext_ids: Mapping[str, int] | None = None,
+    rids: Sequence[str] = (),
 ) -> str:
-    """The publisher's offer: mid 0 audio, mid 1 video (see the module docstring)."""
+    """The publisher's offer: mid 0 audio, mid 1 video (see the module docstring).
+
+    ``ext_ids`` default to :data:`~bench.rtp.PUBLISHER_EXTENSIONS`, with ``rids`` to
+    :data:`~bench.rtp.SIMULCAST_EXTENSIONS`; the rid extensions are offered on the video
+    section only. ``rids``: the simulcast layers, lowest first (e.g. ``("q", "h", "f")``).
+    """
+    if ext_ids is None:
+        ext_ids = SIMULCAST_EXTENSIONS if rids else PUBLISHER_EXTENSIONS
+    if rids and not {EXT_RID, EXT_REPAIRED_RID} <= set(ext_ids):
+        raise ValueError("RID simulcast needs ids for rtp-stream-id and repaired-rtp-stream-id")
     transport = _transport_attributes(ufrag, pwd, fingerprints, "actpass", port)
-    extmaps = [Attribute("extmap", str(Extmap(i, uri))) for uri, i in sorted(
-        ext_ids.items(), key=lambda item: item[1])]
+    ordered = sorted(ext_ids.items(), key=lambda item: item[1])
+    video_extmaps = [Attribute("extmap", str(Extmap(i, uri))) for uri, i in ordered]
+    audio_extmaps = [Attribute("extmap", str(Extmap(i, uri))) for uri, i in ordered
+                     if uri not in (EXT_RID, EXT_REPAIRED_RID)]
     connection = "c=IN IP4 127.0.0.1"
 
     def ssrc_lines(ssrc: int, track: str) -> list[Attribute]:
@@ -79,23 +101,29 @@ def publisher_offer(
                 Attribute("ssrc", f"{ssrc} msid:{stream_id} {track}")]
 
     audio = MediaSection("audio", port, RTP_PROTOCOL, ("111",), (connection,), (
-        *transport, Attribute("mid", "0"), *extmaps, Attribute("sendonly"),
+        *transport, Attribute("mid", "0"), *audio_extmaps, Attribute("sendonly"),
         Attribute("msid", f"{stream_id} {stream_id}-audio"), Attribute("rtcp-mux"),
         Attribute("rtcp-rsize"),
         Attribute("rtpmap", "111 opus/48000/2"), Attribute("rtcp-fb", "111 transport-cc"),
         Attribute("fmtp", "111 minptime=10;useinbandfec=1"),
         *ssrc_lines(ssrcs.audio, f"{stream_id}-audio"),
     ))
+    if rids:
+        streams = tuple((SimulcastStream(rid),) for rid in rids)
+        video_ssrcs = [*(Attribute("rid", f"{rid} send") for rid in rids),
+                       Attribute("simulcast", str(Simulcast(send=streams)))]
+    else:
+        video_ssrcs = [Attribute("ssrc-group", f"FID {ssrcs.video} {ssrcs.rtx}"),
+                       *ssrc_lines(ssrcs.video, f"{stream_id}-video"),
+                       *ssrc_lines(ssrcs.rtx, f"{stream_id}-video")]
     video_fb = ("goog-remb", "transport-cc", "ccm fir", "nack", "nack pli")
     video = MediaSection("video", port, RTP_PROTOCOL, ("96", "97"), (connection,), (
-        *transport, Attribute("mid", "1"), *extmaps, Attribute("sendonly"),
+        *transport, Attribute("mid", "1"), *video_extmaps, Attribute("sendonly"),
         Attribute("msid", f"{stream_id} {stream_id}-video"), Attribute("rtcp-mux"),
         Attribute("rtcp-rsize"),
         Attribute("rtpmap", "96 VP8/90000"), *(Attribute("rtcp-fb", f"96 {fb}") for fb in video_fb),
         Attribute("rtpmap", "97 rtx/90000"), Attribute("fmtp", "97 apt=96"),
-        Attribute("ssrc-group", f"FID {ssrcs.video} {ssrcs.rtx}"),
-        *ssrc_lines(ssrcs.video, f"{stream_id}-video"),
-        *ssrc_lines(ssrcs.rtx, f"{stream_id}-video"),
+        *video_ssrcs,
     ))
     description = SessionDescription(
         Origin(session_id, 2), "-", ("t=0 0",),
