@@ -99,6 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=("debug", "info", "warning", "error"),
                      help="log level of the daemon the bench starts (default warning)")
 
+    live = sub.add_parser(
+        "livestream", help="1 simulcast publisher → N subscribers spread over the layers",
+        description="Like forward, with the video in three RID simulcast layers (each "
+                    "layer its own SSRC + RTX, as Chromium sends it). Subscribers ask for "
+                    "low, medium and high in turn; after the window the decoding "
+                    "subscribers change layers --switches times and the report gives the "
+                    "request → first frame at the new size latency (layer_switch_ms).")
+    _common(live, 50, 15.0)
+    live.add_argument("--decode", type=int, default=3, metavar="K",
+                      help="subscribers that decode the video and measure layer switches "
+                           "(default 3)")
+    live.add_argument("--switches", type=int, default=10, metavar="K",
+                      help="layer changes per decoding subscriber after the window "
+                           "(default 10)")
+    live.add_argument("--connect-timeout", type=_seconds, default=30.0, metavar="S",
+                      help="per client: signaling, ICE and DTLS (default 30)")
+    live.add_argument("--concurrency", type=_positive_int, default=16, metavar="C",
+                      help="subscribers connecting at once (default 16)")
+
     floor = sub.add_parser(
         "floor", help="the same stream through a plain UDP + SRTP fan-out (no SFU logic)",
         description="A sender process sends the publisher's packet stream (SRTP, fixed keys) "
@@ -133,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.room:
                 opts.room = args.room
             report, rc = run_forward(opts)
+        elif args.command == "livestream":
+            from .forward import ForwardOptions, run_forward
+
+            report, rc = run_forward(ForwardOptions(
+                subscribers=args.subscribers, duration_s=args.duration, warmup_s=args.warmup,
+                decode=min(args.decode, args.subscribers), connect_timeout_s=args.connect_timeout,
+                concurrency=args.concurrency, pin=args.pin, show_progress=not args.json,
+                fps=args.fps, video_bitrate_bps=args.video_bitrate, simulcast=True,
+                switches=args.switches))
         else:
             from .floor import FloorOptions, run_floor
 

@@ -1,4 +1,10 @@
-"""``sfu bench forward``: one publisher (audio + video) → N subscribers in one room.
+"""``sfu bench forward``: one publisher (audio + video) → N subscribers in one room;
+``sfu bench livestream``: the same with the video in three RID simulcast layers.
+
+In ``livestream`` the subscribers are spread over the layers (``track_settings`` quality
+low / medium / high in turn) and, after the measured window, the decoding subscribers change
+layers ``--switches`` times each: the report's ``layer_switch_ms`` is the time from sending
+``track_settings`` to the first decoded frame of the new layer's size.
 
 Without ``--url`` the bench starts its own daemon (``python -m sfu serve`` on free loopback
 ports, pinned with ``taskset -c 0`` when the machine has two CPUs, the bench then on CPU 1).
@@ -36,7 +42,7 @@ from signaling.auth import VideoGrant, mint_token
 
 from .client import BenchPublisher, BenchSubscriber, Ticker
 from .daemon import LocalDaemon, start_daemon
-from .media import load_media
+from .media import EncodedMedia, load_media, load_simulcast_media
 from .report import (
     BENCH_CPU_LIMIT,
     CpuClock,
@@ -93,6 +99,14 @@ class ForwardOptions:
     loss_pct: float = 0.0
     publisher_loss_pct: float = 0.0
     daemon_log_level: str = "warning"
+    #: livestream: the video in 3 RID simulcast layers, subscribers spread over them
+    simulcast: bool = False
+    #: livestream: layer changes per decoding subscriber after the window (latency)
+    switches: int = 0
+
+
+QUALITIES = ("low", "medium", "high")
+SWITCH_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -167,7 +181,12 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
                metrics_url: str | None, server_pid: int | None,
                cores: tuple[int | None, int | None]) -> dict[str, Any]:
     seed = opts.seed if opts.seed is not None else secrets.randbits(32)
-    media = load_media(fps=opts.fps, video_bitrate_bps=opts.video_bitrate_bps)
+    layers: tuple[EncodedMedia, ...] | None = None
+    if opts.simulcast:
+        layers = load_simulcast_media(fps=opts.fps, video_bitrate_bps=opts.video_bitrate_bps)
+        media = layers[-1]
+    else:
+        media = load_media(fps=opts.fps, video_bitrate_bps=opts.video_bitrate_bps)
     certificate = RTCCertificate.generateCertificate()
     ticker = Ticker()
     errors: list[str] = []
@@ -179,12 +198,14 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
     subscribers = [
         BenchSubscriber(url, token(f"sub-{i}"), f"sub-{i}", certificate, ticker,
                         decode=i < opts.decode, rng=random.Random(seed + i + 1),
-                        drop_rate=opts.loss_pct / 100.0)
+                        drop_rate=opts.loss_pct / 100.0,
+                        record_frames=opts.simulcast and i < opts.decode)
         for i in range(opts.subscribers)
     ]
     publisher = BenchPublisher(url, token("pub"), "pub", certificate, media,
                                rng=random.Random(seed),
-                               drop_rate=opts.publisher_loss_pct / 100.0)
+                               drop_rate=opts.publisher_loss_pct / 100.0, layers=layers)
+    switch_ms: list[float] = []
     gate = asyncio.Semaphore(max(1, opts.concurrency))
     setup_started = time.monotonic()
 
@@ -212,6 +233,12 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
                 s.has_media for s in subscribers if s.connected):
             await asyncio.sleep(0.05)
         first_media_s = time.monotonic() - setup_started
+        if layers is not None:  # spread the subscribers over the layers
+            video = publisher.track_sids["video"]
+            replies = await asyncio.gather(*(
+                s.track_settings([video], quality=QUALITIES[i % 3])
+                for i, s in enumerate(subscribers) if s.connected), return_exceptions=True)
+            errors += [str(r) for r in replies if isinstance(r, BaseException)]
         await asyncio.sleep(opts.warmup_s)
 
         clock = CpuClock(server_pid) if server_pid is not None else None
@@ -239,8 +266,18 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
             publisher.core.recording = False
         if opts.show_progress:
             progress(_progress_line(opts, start, start, end, subscribers), final=True)
+        if layers is not None and opts.switches:
+            switch_ms = await _switch_latencies(opts, subscribers, publisher, layers, errors)
         report = _report(opts, start, end, subscribers, publisher, setup_s, first_media_s,
                          media, cores)
+        if layers is not None:
+            report["mode"] = "livestream"
+            report["layers"] = {q: f"{m.width}x{m.height}" for q, m in zip(QUALITIES, layers,
+                                                                          strict=True)}
+            report["subscribers_per_layer"] = {
+                q: len(range(i, len(subscribers), 3)) for i, q in enumerate(QUALITIES)}
+            report["layer_switch_ms"] = percentiles(switch_ms)
+            report["layer_switches_measured"] = len(switch_ms)
     finally:
         ticker.stop()
         for sub in subscribers:
@@ -252,6 +289,58 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
     report["errors"] = list(dict.fromkeys(errors))[:20]
     report["seed"] = seed
     return report
+
+
+async def _switch_latencies(opts: ForwardOptions, subscribers: list[BenchSubscriber],
+                            publisher: BenchPublisher, layers: tuple[EncodedMedia, ...],
+                            errors: list[str]) -> list[float]:
+    """Each decoding subscriber changes layer ``opts.switches`` times (to the next quality
+    in low → medium → high → medium → low …): ms from the request to the first decoded
+    frame of the new layer's size."""
+    video = publisher.track_sids["video"]
+    sizes = {q: (m.width, m.height) for q, m in zip(QUALITIES, layers, strict=True)}
+    cycle = ("low", "medium", "high", "medium")
+
+    async def one(index: int, sub: BenchSubscriber) -> list[float]:
+        out: list[float] = []
+        frames = sub.core.decoded_frames
+        current = QUALITIES[index % 3]
+        step = cycle.index(current)
+        for _ in range(opts.switches):
+            step = (step + 1) % len(cycle)
+            quality = cycle[step]
+            if quality == current:
+                step = (step + 1) % len(cycle)
+                quality = cycle[step]
+            mark = len(frames)
+            sent = time.monotonic()
+            await sub.track_settings([video], quality=quality)
+            deadline = sent + SWITCH_TIMEOUT_S
+            found = None
+            while found is None and time.monotonic() < deadline:
+                found = next((f for f in frames[mark:]
+                              if (f.width, f.height) == sizes[quality]), None)
+                if found is None:
+                    await asyncio.sleep(0.005)
+            if found is None:
+                errors.append(f"{sub.name}: no {quality} frame {SWITCH_TIMEOUT_S} s after "
+                              "asking for it")
+            else:
+                out.append((found.arrival - sent) * 1000.0)
+            current = quality
+            await asyncio.sleep(0.3)  # let the new layer run a little
+        return out
+
+    deciders = [(i, s) for i, s in enumerate(subscribers)
+                if s.connected and s.core.checker is not None]
+    results = await asyncio.gather(*(one(i, s) for i, s in deciders), return_exceptions=True)
+    latencies: list[float] = []
+    for r in results:
+        if isinstance(r, BaseException):
+            errors.append(str(r))
+        else:
+            latencies += r
+    return latencies
 
 
 async def _close_all(clients: list[BenchPublisher | BenchSubscriber]) -> None:
