@@ -58,3 +58,25 @@ def test_bench_forward_connects_every_client_and_reports(daemon: Daemon, tmp_pat
         assert report["decode"]["frames"] > 0
         assert report["decode"]["errors"] == 0
     assert daemon.proc.poll() is None
+
+
+@pytest.mark.timeout(150)
+def test_bench_livestream_starts_its_daemon_and_measures_layer_switches() -> None:
+    # `sfu bench livestream` as the issue runs it (own daemon), shortened: a harness check
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_BENCH, "livestream", "--subscribers", "3", "--duration", "2",
+         "--warmup", "1", "--switches", "2", "--json", "--no-pin"],
+        capture_output=True, cwd=ROOT, timeout=140)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(proc.stdout)
+    for name in FIELDS:
+        assert name in report, name
+    assert report["mode"] == "livestream"
+    assert report["server"]["started_by_bench"] is True
+    assert report["connected"]["subscribers_with_media"] == 3
+    assert report["forwarded_packets"] > 0
+    assert report["subscribers_per_layer"] == {"low": 1, "medium": 1, "high": 1}
+    assert report["layer_switches_measured"] == 6  # 3 decoding subscribers x 2 switches
+    assert report["layer_switch_ms"]["samples"] == 6
+    assert report["decode"]["errors"] == 0
+    assert report["errors"] == []
