@@ -107,6 +107,8 @@ class RoomConfig:
     auto_create: bool = _f(True)
     max_participants: int = _f(0, 0, 100000)
     empty_timeout_s: float = _f(300.0, 1, 86400)
+    speaker_update_interval_ms: int = _f(500, 50, 10000)
+    connection_quality_interval_s: float = _f(2.0, 0.5, 60)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

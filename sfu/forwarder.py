@@ -93,7 +93,7 @@ class DownTrack:
     __slots__ = ("track", "receiver", "selector", "send_rtp", "send_rtcp", "ssrc", "pt_map",
                  "rtx_ssrc", "rtx_pt", "rtx_seq", "munger", "vp8", "sequencer", "ext",
                  "ext_len", "tcc_off", "abs_off", "level_off", "counters", "tcc", "packets",
-                 "octets", "last_ts", "mid", "rtt_s")
+                 "octets", "last_ts", "mid", "rtt_s", "loss", "jitter_s", "reported_at")
 
     def __init__(self, *, track: PublishedTrack, ssrc: int, mid: str,
                  pt_map: dict[int, int], rtx_ssrc: int | None, rtx_pt: int | None,
@@ -120,6 +120,10 @@ class DownTrack:
         self.octets = 0
         self.last_ts = 0
         self.rtt_s = 0.1
+        # the subscriber's last receiver report for this track (connection quality)
+        self.loss = 0.0
+        self.jitter_s = 0.0
+        self.reported_at = -1.0
         # header extension block template (one-byte form), built once
         elements = bytearray()
         self.tcc_off = self.abs_off = self.level_off = -1

@@ -391,6 +391,10 @@ class Peer:
             elif isinstance(pkt, ReceiverReport):
                 for block in pkt.reports:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
+                    if dt is not None:
+                        dt.loss = block.fraction_lost / 256
+                        dt.jitter_s = block.jitter / dt.track.clock_rate
+                        dt.reported_at = now
                     sent = self.sr_sent.get(block.lsr)
                     if dt is not None and sent is not None and block.lsr:
                         rtt = now - sent - block.dlsr / 65536
@@ -810,6 +814,14 @@ class MediaNode:
                 peer.rtcp_tick(now, send_reports)
             except Exception:  # one peer's failure must not stop the others' timers
                 logger.exception("rtcp_tick_failed", session=peer.session_id)
+        events: list[dict[str, Any]] = []
+        for name, rm in list(self.room_media.items()):
+            try:
+                events += rm.tick(now)
+            except Exception:  # nor one room's the others'
+                logger.exception("room_tick_failed", room=name)
+        if events:
+            self.deliver(self.to_outs(events))
         self._ticker = asyncio.get_running_loop().call_later(NACK_TICK_S, self._tick)
 
     def update_subscriptions(self, peer: Peer, p: MediaParticipant,

@@ -67,6 +67,16 @@ join_latency = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
+connection_quality = Histogram(
+    "sfu_connection_quality_score",
+    "Participants' connection quality scores (E-model MOS, 1..4.5), one per scoring.",
+    buckets=(1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.25, 4.5),
+    registry=REGISTRY,
+)
+speaker_updates = Counter(
+    "sfu_speakers_changed_total", "speakers_changed messages computed (one per room update).",
+    registry=REGISTRY,
+)
 sessions_resumed = Counter(
     "sfu_sessions_resumed_total", "Signaling sessions resumed after a dropped WebSocket.",
     registry=REGISTRY,

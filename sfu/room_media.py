@@ -18,6 +18,10 @@ Commands (``op``):
   message (layer, pause).
 
 Events: ``{"op": "send", "session", "msg"}`` — a signaling message for a participant.
+
+:meth:`RoomMedia.tick` (from the node's timer) returns the same events: ``speakers_changed``
+from the audio levels publishers send (sampled at each tick, never per packet) and
+``connection_quality`` from receiver-report figures of both directions.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sfu import metrics
+from sfu.quality import LinkStats, QualityScorer, participant_stats
 from sfu.rooms import RoomError
+from sfu.speaker import ActiveSpeakers
 from signaling import errors as E
 
 if TYPE_CHECKING:
@@ -96,6 +103,15 @@ class RoomMedia:
         self.members: dict[str, MediaParticipant] = {}  # by session id
         self.peers: dict[str, Peer] = {}
         self.dirty = False
+        room_cfg = node.cfg.room
+        self.speakers = ActiveSpeakers(room_cfg.speaker_update_interval_ms / 1000)
+        self._audio_packets: dict[str, int] = {}  # audio track sid -> packets at last tick
+        self.quality_interval_s = room_cfg.connection_quality_interval_s
+        self._scorers: dict[str, QualityScorer] = {}  # by session
+        self._sent_quality: dict[str, str] = {}  # by session: the class last announced
+        self._rtp_in: dict[str, int] = {}  # by session: publisher packets at last scoring
+        self._next_quality = 0.0
+        self._quality_rounds = 0
 
     def command(self, cmd: dict[str, Any], now: float) -> list[dict[str, Any]]:
         op = cmd["op"]
@@ -112,7 +128,12 @@ class RoomMedia:
             self.dirty = True
             return self.resubscribe()
         if op == "leave":
-            self.members.pop(session, None)
+            gone = self.members.pop(session, None)
+            if gone is not None:
+                self.speakers.remove(gone.sid)
+            self._scorers.pop(session, None)
+            self._sent_quality.pop(session, None)
+            self._rtp_in.pop(session, None)
             peer = self.peers.pop(session, None)
             if peer is not None:
                 self.node.drop_peer(peer)
@@ -131,6 +152,81 @@ class RoomMedia:
             peer.apply_track_settings(cmd["msg"], now)
             return []
         raise ValueError(f"unknown room media command {op!r}")
+
+    # -- timers ------------------------------------------------------------------------
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        """Active speakers (every tick) and connection quality (every
+        ``connection_quality_interval_s``)."""
+        events: list[dict[str, Any]] = []
+        node = self.node
+        speakers = self.speakers
+        for member in self.members.values():
+            if member.hidden:
+                continue
+            for track in member.tracks.values():
+                if track.kind != "audio":
+                    continue
+                published = node.published.get(track.sid)
+                if published is None:
+                    continue
+                packets = published.layers[0].packets
+                if packets != self._audio_packets.get(track.sid):  # something new arrived
+                    self._audio_packets[track.sid] = packets
+                    speakers.observe(member.sid, published.last_audio_level, now)
+        changed = speakers.update(now)
+        if changed is not None:
+            metrics.speaker_updates.inc()
+            events += self._to_all({"type": "speakers_changed", "speakers": changed})
+        if now >= self._next_quality:
+            self._next_quality = now + self.quality_interval_s
+            events += self._connection_quality(now)
+        return events
+
+    def _to_all(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"op": "send", "session": s, "msg": msg} for s in self.members]
+
+    def _connection_quality(self, now: float) -> list[dict[str, Any]]:
+        """Score every participant from both directions' last receiver reports; announce
+        the classes that changed (all of them every 5th round)."""
+        self._quality_rounds += 1
+        full = self._quality_rounds % 5 == 0
+        updates = []
+        stale = now - 3 * self.quality_interval_s
+        for session, member in self.members.items():
+            peer = self.peers.get(session)
+            if peer is None or member.hidden:
+                continue
+            uplink: list[LinkStats] = []
+            receiving = True
+            core = peer.feedback.core if peer.feedback is not None else None
+            if core is not None and core.bound:
+                for ssrc, block in core.last_reports.items():
+                    stream = core.streams.get(ssrc)
+                    clock = stream.clock_rate if stream is not None else 90000
+                    uplink.append(LinkStats(block.fraction_lost / 256, block.jitter / clock))
+                receiving = core.packets != self._rtp_in.get(session)
+                self._rtp_in[session] = core.packets
+            downlink = [LinkStats(dt.loss, dt.jitter_s, dt.rtt_s)
+                        for dt in peer.downtracks.values() if dt.reported_at >= stale]
+            stats = participant_stats(uplink, downlink)
+            if stats is None and receiving:
+                continue  # no media either way yet
+            scorer = self._scorers.get(session)
+            if scorer is None:
+                scorer = self._scorers[session] = QualityScorer()
+            if stats is None:
+                score, quality = scorer.update(0.0, 0.0, None, now, receiving=False)
+            else:
+                score, quality = scorer.update(stats.loss_fraction, stats.jitter_s,
+                                               stats.rtt_s, now, receiving=receiving)
+            metrics.connection_quality.observe(score)
+            if full or self._sent_quality.get(session) != quality:
+                self._sent_quality[session] = quality
+                updates.append({"participant_sid": member.sid, "quality": quality,
+                                "score": score})
+        if not updates:
+            return []
+        return self._to_all({"type": "connection_quality", "updates": updates})
 
     def resubscribe(self) -> list[dict[str, Any]]:
         """Bring every subscriber transport in line with the room's published tracks."""

@@ -12,7 +12,14 @@ import time
 from typing import TYPE_CHECKING
 
 from sfu.rtp.header import RtpView, SeqUnwrapper, parse_rtp, read_transport_seq
-from sfu.rtp.rtcp import RtcpPacket, SenderReport, build_remb, build_rr, parse_rtcp
+from sfu.rtp.rtcp import (
+    ReportBlock,
+    RtcpPacket,
+    SenderReport,
+    build_remb,
+    build_rr,
+    parse_rtcp,
+)
 from sfu.rtp.stats import ReceiveStats
 from sfu.rtp.twcc import TwccRecorder
 from sfu.webrtc.sdp import EXT_TRANSPORT_CC, PublisherNegotiation
@@ -48,6 +55,8 @@ class PublisherReceiver:
         self.clock_rates: dict[int, int] = {}  # payload type -> clock rate
         self.streams: dict[int, _Stream] = {}
         self.bound: set[int] = set()
+        #: the report blocks of the last RR, by SSRC (connection quality reads them)
+        self.last_reports: dict[int, ReportBlock] = {}
         self.media_ssrc = 0
         self.packets = 0
         self.bytes = 0
@@ -139,6 +148,7 @@ class PublisherReceiver:
             reported = [ssrc for ssrc, s in self.streams.items() if s.bound]
             if reported:
                 blocks = [self.streams[ssrc].stats.report_block(ssrc, now) for ssrc in reported]
+                self.last_reports = {b.ssrc: b for b in blocks}
                 for i in range(0, len(blocks), 31):  # at most 31 report blocks per RR
                     out.append(build_rr(self.sender_ssrc, blocks[i:i + 31]))
                     self.sent["rr"] += 1
