@@ -45,6 +45,9 @@ KEYFRAME_THROTTLE_S = 0.5
 #: A video layer with no packet for this long is no longer available (the publisher
 #: stopped sending it, e.g. its bandwidth estimate dropped).
 LAYER_TIMEOUT_S = 1.0
+#: Dynacast: a layer nobody needs is switched off at the publisher only after this long
+#: (switching on is immediate), so a subscriber going down and up again costs nothing.
+DYNACAST_OFF_DELAY_S = 3.0
 MAX_LAYERS = 4
 SendFn = Callable[[bytes], None]
 
@@ -497,6 +500,10 @@ class PublishedTrack:
         self.sizes = sizes or []
         self.layers = [Receiver(self, i, rids[i] if rids else "") for i in range(n)]
         self.downtracks: list[DownTrack] = []
+        # dynacast: which layers the publisher was told to send, and since when fewer
+        # would do
+        self.announced: list[bool] | None = None
+        self._fewer_since: float | None = None
 
     @property
     def simulcast(self) -> bool:
@@ -566,6 +573,38 @@ class PublishedTrack:
                 if any(dt.selector.keyframe_wanted() == receiver.layer
                        for dt in receiver.pending):
                     receiver.request_keyframe(now)
+
+    def needed_layers(self) -> list[bool]:
+        """Dynacast: the layers some subscriber may receive, i.e. every layer up to the
+        highest one a subscriber's settings and allocation allow (lower ones stay on so a
+        subscriber can always step down at once). With no subscriber, the lowest only."""
+        top = 0
+        for dt in self.downtracks:
+            sel = dt.selector
+            if not sel.paused:
+                top = max(top, min(sel.max_spatial, sel.alloc_spatial))
+        return [i <= top for i in range(len(self.layers))]
+
+    def dynacast(self, now: float) -> list[bool] | None:
+        """The layers to announce to the publisher when that changes (None: no change).
+
+        More layers are announced at once; fewer only after ``DYNACAST_OFF_DELAY_S`` of
+        wanting fewer. The forwarding never depends on the publisher honouring it."""
+        if len(self.layers) < 2:
+            return None
+        needed = self.needed_layers()
+        announced = self.announced
+        if announced == needed:
+            self._fewer_since = None
+            return None
+        if announced is not None and sum(needed) < sum(announced):
+            if self._fewer_since is None:
+                self._fewer_since = now
+            if now - self._fewer_since < DYNACAST_OFF_DELAY_S:
+                return None
+        self._fewer_since = None
+        self.announced = needed
+        return needed
 
     def stats(self) -> dict[str, Any]:
         return {"track_sid": self.track_sid, "layers": [

@@ -469,8 +469,17 @@ class Peer:
         """Timers: upstream NACKs (every tick) and down-track Sender Reports (every second)."""
         for receiver in self.receivers_by_ssrc.values():
             receiver.nacks_due(now, 0.05)
+        quality_updates = []
         for published in self.tracks_by_mid.values():
             published.tick(now)
+            enabled = published.dynacast(now)
+            if enabled is not None:
+                quality_updates.append({
+                    "type": "subscribed_quality_update", "track_sid": published.track_sid,
+                    "qualities": [{"quality": q, "enabled": on} for q, on in zip(
+                        published.qualities, enabled, strict=False)]})
+        if quality_updates and not self.closed:
+            self.node.deliver([Out(self.session_id, msg) for msg in quality_updates])
         if send_reports and self.sub_ready:
             for dt in self.downtracks.values():
                 sr = dt.sender_report(now)

@@ -86,6 +86,7 @@ class SfuClient {
       case "answer": this._onPublisherAnswer(msg); break;
       case "trickle": this._onTrickle(msg); break;
       case "token_refresh": this.token = msg.token; break;
+      case "subscribed_quality_update": if (this.options.dynacast) this._onDynacast(msg); break;
     }
     const fns = this.listeners.get(msg.type) || [];
     this.listeners.set(msg.type, fns.filter((fn) => !fn(msg)));
@@ -231,6 +232,22 @@ class SfuClient {
     });
     await this.negotiating;
     return added.map(({ transceiver }) => transceiver);
+  }
+
+  // Dynacast (with options.dynacast): stop encoding the simulcast layers nobody receives.
+  async _onDynacast(msg) {
+    const qualityOfRid = { q: "low", h: "medium", f: "high" };
+    for (const t of this.publisher.getTransceivers()) {
+      if (t.trackSid !== msg.track_sid || !t.sender) continue;
+      const enabled = new Map(msg.qualities.map((q) => [q.quality, q.enabled]));
+      const params = t.sender.getParameters();
+      let changed = false;
+      for (const enc of params.encodings || []) {
+        const want = enabled.get(qualityOfRid[enc.rid]);
+        if (want !== undefined && enc.active !== want) { enc.active = want; changed = true; }
+      }
+      if (changed) await t.sender.setParameters(params);
+    }
   }
 
   // Settings for subscribed tracks: {quality: "low"|"medium"|"high"} or {width, height}

@@ -239,3 +239,21 @@ def test_a_layer_that_stops_arriving_is_replaced() -> None:
     assert not receiver.active
     assert dt.selector.current_spatial == 1
     check_stream(out)
+
+
+def test_dynacast_announces_more_at_once_and_fewer_after_a_delay() -> None:
+    rng = random.Random(17)
+    track, dt, out, publisher = make(rng)
+    assert track.dynacast(0.0) == [True, True, True]  # one subscriber, highest allowed
+    assert track.dynacast(0.1) is None  # unchanged: nothing to say
+    dt.apply_settings({"quality": "low"}, 1.0)
+    assert track.dynacast(1.0) is None  # fewer layers: not yet
+    assert track.dynacast(3.9) is None
+    assert track.dynacast(4.1) == [True, False, False]
+    dt.apply_settings({"quality": "medium"}, 5.0)
+    assert track.dynacast(5.0) == [True, True, False]  # more: at once
+    dt.apply_settings({"disabled": True}, 6.0)
+    assert track.dynacast(6.0) is None
+    assert track.dynacast(9.1) == [True, False, False]  # nobody receives: the lowest only
+    track.remove_downtrack(dt)
+    assert track.needed_layers() == [True, False, False]
