@@ -69,7 +69,7 @@ class ForwardCounters:
     __slots__ = ("forwarded", "forwarded_bytes", "dropped_padding", "nacks_in", "nacks_out",
                  "retransmitted", "rtx_upstream", "pli_out", "pli_in", "sr_out",
                  "waiting_keyframe", "unknown_ssrc", "malformed_rtcp", "layer_switches",
-                 "dropped_temporal", "malformed_vp8")
+                 "dropped_temporal", "malformed_vp8", "probe_packets", "stream_pauses")
 
     def __init__(self) -> None:
         self.forwarded = 0
@@ -88,6 +88,8 @@ class ForwardCounters:
         self.layer_switches = 0
         self.dropped_temporal = 0
         self.malformed_vp8 = 0
+        self.probe_packets = 0
+        self.stream_pauses = 0
 
 
 class DownTrack:
@@ -96,14 +98,22 @@ class DownTrack:
     __slots__ = ("track", "receiver", "selector", "send_rtp", "send_rtcp", "ssrc", "pt_map",
                  "rtx_ssrc", "rtx_pt", "rtx_seq", "munger", "vp8", "sequencer", "ext",
                  "ext_len", "tcc_off", "abs_off", "level_off", "counters", "tcc", "packets",
-                 "octets", "last_ts", "mid", "rtt_s", "loss", "jitter_s", "reported_at")
+                 "octets", "last_ts", "mid", "rtt_s", "loss", "jitter_s", "reported_at",
+                 "on_sent", "disabled", "bw_paused", "priority")
 
     def __init__(self, *, track: PublishedTrack, ssrc: int, mid: str,
                  pt_map: dict[int, int], rtx_ssrc: int | None, rtx_pt: int | None,
                  extension_ids: dict[str, int], send_rtp: SendFn, send_rtcp: SendFn,
                  tcc: list[int], counters: ForwardCounters, initial_seq: int,
-                 initial_ts: int) -> None:
+                 initial_ts: int, on_sent: Callable[[int, int, float], None] | None = None
+                 ) -> None:
         self.track = track
+        #: called with (transport-wide seq, size, now) for every packet sent (the
+        #: subscriber transport's bandwidth estimator)
+        self.on_sent = on_sent
+        self.disabled = False  # by the subscriber (track_settings)
+        self.bw_paused = False  # by the allocator
+        self.priority = 100
         self.receiver: Receiver | None = None  # the layer forwarded now
         self.selector = LayerSelector(len(track.layers))
         self.ssrc = ssrc
@@ -181,8 +191,11 @@ class DownTrack:
             out[12:12 + ext_len] = self.ext
             if self.tcc_off >= 0:
                 tcc = self.tcc
-                _U16.pack_into(out, self.tcc_off, tcc[0] & 0xFFFF)
+                seq = tcc[0] & 0xFFFF
+                _U16.pack_into(out, self.tcc_off, seq)
                 tcc[0] += 1
+                if self.on_sent is not None:
+                    self.on_sent(seq, len(out), now)
             if self.abs_off >= 0:
                 # 6.18 fixed-point seconds, 24 bits; keep the element header byte
                 _ABS.pack_into(out, self.abs_off - 1, (out[self.abs_off - 1] << 24)
@@ -342,9 +355,33 @@ class DownTrack:
         return build_sr(self.ssrc, ntp_from_unix(ntp_s + elapsed), out_rtp,
                         self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF)
 
-    # -- subscriber settings ---------------------------------------------------------------
+    def padding(self, size: int, now: float) -> bytes | None:
+        """A padding-only packet of about ``size`` bytes on the RTX stream (a bandwidth
+        probe; None without RTX). It carries a transport-wide sequence number like
+        everything else, so the estimator sees it."""
+        if self.rtx_ssrc is None or self.rtx_pt is None:
+            return None
+        pad = max(1, min(size - 12 - self.ext_len, 255))
+        self.rtx_seq += 1
+        out = bytearray(12 + self.ext_len + pad)
+        _HDR.pack_into(out, 0, 0xA0 | (0x10 if self.ext_len else 0), self.rtx_pt,
+                       self.rtx_seq & 0xFFFF, self.last_ts & 0xFFFFFFFF, self.rtx_ssrc)
+        if self.ext_len:
+            out[12:12 + self.ext_len] = self.ext
+            if self.tcc_off >= 0:
+                tcc = self.tcc
+                seq = tcc[0] & 0xFFFF
+                _U16.pack_into(out, self.tcc_off, seq)
+                tcc[0] += 1
+                if self.on_sent is not None:
+                    self.on_sent(seq, len(out), now)
+        out[-1] = pad
+        return bytes(out)
+
+    # -- subscriber settings and allocation ------------------------------------------------
     def apply_settings(self, settings: dict[str, Any], now: float) -> None:
-        """``track_settings`` fields: ``disabled``, ``quality``, ``width``/``height``."""
+        """``track_settings`` fields: ``disabled``, ``quality``, ``width``/``height``,
+        ``priority``."""
         sel = self.selector
         track = self.track
         if "quality" in settings:
@@ -352,13 +389,30 @@ class DownTrack:
         elif settings.get("width") or settings.get("height"):
             sel.set_max(layer_for_size(settings.get("width", 0), settings.get("height", 0),
                                        track.sizes))
+        if "priority" in settings:
+            self.priority = settings["priority"]
         if "disabled" in settings:
-            if settings["disabled"] and not sel.paused:
-                sel.pause()
-                self.stop_forwarding()
-            elif not settings["disabled"] and sel.paused:
-                sel.resume()
-        track.refresh(self, now)
+            self.disabled = bool(settings["disabled"])
+        self._update_pause(now)
+
+    def set_allocation(self, layer: int, now: float) -> None:
+        """The allocator's target layer; -1 pauses the track for bandwidth."""
+        if layer < 0:
+            self.bw_paused = True
+        else:
+            self.bw_paused = False
+            self.selector.set_allocation(layer)
+        self._update_pause(now)
+
+    def _update_pause(self, now: float) -> None:
+        sel = self.selector
+        want = self.disabled or self.bw_paused
+        if want and not sel.paused:
+            sel.pause()
+            self.stop_forwarding()
+        elif not want and sel.paused:
+            sel.resume()
+        self.track.refresh(self, now)
 
 
 class Receiver:
@@ -368,7 +422,7 @@ class Receiver:
                  "cache", "nack", "downtracks", "pending", "last_sr", "last_keyframe_request",
                  "counters", "send_rtcp", "sender_ssrc", "rtx_pts", "highest_ext_seq",
                  "highest_ext_ts", "last_packet_at", "active", "packets", "octets",
-                 "audio_level_id")
+                 "audio_level_id", "bitrate_bps", "_rate_octets", "_rate_at", "_rate_prev")
 
     def __init__(self, track: PublishedTrack, layer: int, rid: str) -> None:
         self.track = track
@@ -397,6 +451,24 @@ class Receiver:
         self.active = False
         self.packets = 0
         self.octets = 0
+        #: recent peak bitrate (payload bits/s over the last two 1 s windows)
+        self.bitrate_bps = 0
+        self._rate_octets = 0
+        self._rate_at = -1.0
+        self._rate_prev = 0
+
+    def measure(self, now: float) -> None:
+        """Close a 1 s bitrate window (from the track's tick)."""
+        if self._rate_at < 0:
+            self._rate_at, self._rate_octets = now, self.octets
+            return
+        elapsed = now - self._rate_at
+        if elapsed < 1.0:
+            return
+        bps = int((self.octets - self._rate_octets) * 8 / elapsed)
+        self.bitrate_bps = max(bps, self._rate_prev)
+        self._rate_prev = bps
+        self._rate_at, self._rate_octets = now, self.octets
 
     def on_packet(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int,
                   now: float) -> None:
@@ -481,11 +553,14 @@ class PublishedTrack:
                  rtx_pts: dict[int, int], audio_level_id: int, send_rtcp: SendFn,
                  sender_ssrc: int, counters: ForwardCounters, rids: tuple[str, ...] = (),
                  layers: int = 0, qualities: list[str] | None = None,
-                 sizes: list[tuple[int, int]] | None = None) -> None:
+                 sizes: list[tuple[int, int]] | None = None, owner_sid: str = "",
+                 source: str = "") -> None:
         n = max(len(rids), layers, 1)
         if n > MAX_LAYERS:
             raise ValueError(f"{n} simulcast layers; at most {MAX_LAYERS} are supported")
         self.track_sid = track_sid
+        self.owner_sid = owner_sid  # the publishing participant
+        self.source = source or ("microphone" if kind == "audio" else "camera")
         self.kind = kind
         self.clock_rate = clock_rate
         self.codecs = codecs  # payload type -> codec name
@@ -564,6 +639,8 @@ class PublishedTrack:
     def tick(self, now: float) -> None:
         """Timers (from the node's tick): stopped layers, and keyframe requests again for
         down-tracks still waiting for one (the publisher may have missed or ignored ours)."""
+        for receiver in self.layers:
+            receiver.measure(now)
         if self.kind != "video":
             return
         for receiver in self.layers:

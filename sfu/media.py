@@ -23,6 +23,8 @@ import msgpack
 from aiortc import RTCCertificate, RTCDataChannel, RTCDataChannelParameters, RTCSctpTransport
 
 from sfu import log
+from sfu.allocator import Allocator, Probe, TrackDemand
+from sfu.bwe import SendSideBwe
 from sfu.config import Config
 from sfu.forwarder import DownTrack, ForwardCounters, PublishedTrack, Receiver
 from sfu.layers import QUALITIES
@@ -32,7 +34,16 @@ from sfu.rooms import Out, Participant, RoomError, RoomService
 from sfu.rtcp_feedback import PublisherFeedback
 from sfu.rtp.header import RtpView, TsUnwrapper, parse_rtp, read_mid, read_rid
 from sfu.rtp.ntp import ntp_middle32, unix_from_ntp
-from sfu.rtp.rtcp import Fir, Nack, Pli, ReceiverReport, SenderReport, parse_rtcp
+from sfu.rtp.rtcp import (
+    Fir,
+    Nack,
+    Pli,
+    ReceiverReport,
+    Remb,
+    SenderReport,
+    TransportCc,
+    parse_rtcp,
+)
 from sfu.rtp.rtx import unwrap_rtx
 from sfu.webrtc import sdp as sdpmod
 from sfu.webrtc.dtls import DtlsSrtpTransport, fingerprints_from_sdp_values, serve_transport
@@ -46,13 +57,21 @@ DATA_LABELS = ("_reliable", "_lossy")
 # Upstream NACKs and down-track SRs are driven by one node-wide timer at this interval
 # (a NACK is first sent 5 ms after a gap at the earliest, retried every RTT or 20 ms at most).
 NACK_TICK_S = 0.04
+#: How often a subscriber's bandwidth is shared out again (sooner when the allocator asks).
+ALLOCATE_INTERVAL_S = 0.25
+#: A REMB-only subscriber (no transport-cc) is managed once, for this long, its REMB stayed
+#: below what is being sent to it while it reported loss.
+REMB_CONGESTION_LOSS = 0.05
+REMB_CONGESTION_S = 3.0
+PROBE_PACKET_BYTES = 300
 
 
 def _subscriber_feedback(data: bytes) -> bytes:
-    """The parts of a compound RTCP packet the forwarder acts on: RR, NACK, PLI, FIR.
+    """The parts of a compound RTCP packet the SFU acts on: RR, NACK, PLI, FIR, and the
+    bandwidth feedback (transport-cc, REMB).
 
-    Parsing a transport-cc feedback packet costs more than forwarding several media packets,
-    so subscriber RTCP is scanned by its 4-byte headers first and only these are parsed.
+    Subscriber RTCP is scanned by its 4-byte headers first and only these are parsed (SDES,
+    for one, is skipped).
     A malformed length keeps the rest, so the parser reports it.
     """
     n = len(data)
@@ -65,7 +84,7 @@ def _subscriber_feedback(data: bytes) -> bytes:
         if pos + length > n:
             keep.append(data[pos:])
             break
-        if pt == 201 or (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
+        if pt == 201 or (pt == 205 and fmt in (1, 15)) or (pt == 206 and fmt in (1, 4, 15)):
             keep.append(data[pos:pos + length])
         pos += length
     if len(keep) == 1:
@@ -152,6 +171,13 @@ class Peer:
         self.downtracks: dict[str, DownTrack] = {}  # by track sid
         self.downtracks_by_ssrc: dict[int, DownTrack] = {}
         self.tcc = [1]  # the subscriber transport's transport-wide sequence number
+        # the subscriber transport's bandwidth: estimate, allocation, probes
+        self.bwe = SendSideBwe()
+        self.allocator = Allocator()
+        self.managed = False  # the estimate limits layers (after the first congestion)
+        self._remb_low_since: float | None = None
+        self._next_allocation = 0.0
+        self._probe: Probe | None = None
         self.sr_sent: dict[int, float] = {}  # SR NTP middle 32 bits -> monotonic send time
 
     # -- tasks -------------------------------------------------------------------------------
@@ -241,7 +267,8 @@ class Peer:
                 send_rtcp=self._send_publisher_rtcp,
                 sender_ssrc=self.feedback.core.sender_ssrc if self.feedback else 1,
                 counters=node.fwd, rids=rids, layers=len(sim_ssrcs),
-                qualities=qualities, sizes=sizes)
+                qualities=qualities, sizes=sizes, owner_sid=self.participant.sid,
+                source=track.source)
             node.published[track.sid] = published
             self.tracks_by_mid[media.mid] = published
             if rids:
@@ -377,7 +404,11 @@ class Peer:
             fwd.malformed_rtcp += 1
             return
         for pkt in packets:
-            if isinstance(pkt, Nack):
+            if isinstance(pkt, TransportCc):
+                self.bwe.on_feedback(pkt, now)
+            elif isinstance(pkt, Remb):
+                self.bwe.on_remb(pkt.bitrate_bps, now)
+            elif isinstance(pkt, Nack):
                 dt = self.downtracks_by_ssrc.get(pkt.media_ssrc)
                 if dt is not None:
                     dt.on_nack(list(pkt.lost_seqs), now)
@@ -393,6 +424,7 @@ class Peer:
                     dt = self.downtracks_by_ssrc.get(block.ssrc)
                     if dt is not None:
                         dt.loss = block.fraction_lost / 256
+                        self.bwe.on_loss_report(dt.loss, now)
                         dt.jitter_s = block.jitter / dt.track.clock_rate
                         dt.reported_at = now
                     sent = self.sr_sent.get(block.lsr)
@@ -423,7 +455,8 @@ class Peer:
                 rtx_ssrc=track.rtx_ssrc if rtx_pt is not None else None, rtx_pt=rtx_pt,
                 extension_ids=dict(media.extension_ids), send_rtp=self._send_subscriber_rtp,
                 send_rtcp=self._send_subscriber_rtcp, tcc=self.tcc, counters=node.fwd,
-                initial_seq=node.rng.getrandbits(15), initial_ts=node.rng.getrandbits(31))
+                initial_seq=node.rng.getrandbits(15), initial_ts=node.rng.getrandbits(31),
+                on_sent=self.bwe.history.on_sent)
             self.downtracks[track.track_id] = dt
             self.downtracks_by_ssrc[dt.ssrc] = dt
             now = time.monotonic()
@@ -480,6 +513,8 @@ class Peer:
                         published.qualities, enabled, strict=False)]})
         if quality_updates and not self.closed:
             self.node.deliver([Out(self.session_id, msg) for msg in quality_updates])
+        if self.sub_ready and self.downtracks:
+            self._allocate(now)
         if send_reports and self.sub_ready:
             for dt in self.downtracks.values():
                 sr = dt.sender_report(now)
@@ -490,6 +525,117 @@ class Peer:
             if len(self.sr_sent) > 64:
                 for key in list(self.sr_sent)[:-32]:
                     del self.sr_sent[key]
+
+    # -- subscriber bandwidth ------------------------------------------------------------
+    def _demands(self) -> tuple[list[TrackDemand], int]:
+        """What each subscribed track needs, and the sum at the subscriber's max layers."""
+        speakers = {s["participant_sid"] for s in self.room_media.speakers.snapshot()}
+        demands = []
+        total = 0
+        for sid, dt in self.downtracks.items():
+            track = dt.track
+            if track.kind == "audio":
+                rate = track.layers[0].bitrate_bps
+                demands.append(TrackDemand(track_sid=sid, kind="audio", source=track.source,
+                                           max_layer=-1 if dt.disabled else 0,
+                                           layer_bitrates_bps=(rate,)))
+                total += 0 if dt.disabled else rate
+                continue
+            rates = tuple(r.bitrate_bps if r.active else 0 for r in track.layers)
+            top = dt.selector.max_spatial
+            demands.append(TrackDemand(
+                track_sid=sid, kind="video", source=track.source, priority=dt.priority,
+                is_speaker=track.owner_sid in speakers,
+                max_layer=-1 if dt.disabled else top, layer_bitrates_bps=rates))
+            if not dt.disabled:
+                total += max((r for r in rates[:top + 1] if r), default=0)
+        return demands, total
+
+    def _congested(self, demand_bps: int, now: float) -> bool:
+        """Whether the estimate should start limiting layers: transport-cc saw congestion
+        (the estimator decreased below the demand), or, for a REMB-only subscriber, its
+        REMB stayed below what is being sent while it reported loss. (A receiver's REMB
+        follows what it receives, and some receivers' estimators never ramp: aiortc's stays
+        near 250 kbps whatever arrives, so a low REMB alone means nothing.) Before that the
+        estimate is still ramping up from its cautious start and would only hold every
+        subscriber at low layers."""
+        bwe = self.bwe
+        if bwe.source == "transport-cc":
+            return bwe.state == "decrease" and bwe.estimate_bps < demand_bps
+        if bwe.source == "remb":
+            sending = sum(dt.receiver.bitrate_bps for dt in self.downtracks.values()
+                          if dt.receiver is not None)
+            if bwe.estimate_bps >= 0.8 * sending or bwe.loss_fraction < REMB_CONGESTION_LOSS:
+                self._remb_low_since = None
+                return False
+            if self._remb_low_since is None:
+                self._remb_low_since = now
+            return now - self._remb_low_since >= REMB_CONGESTION_S
+        return False
+
+    def _allocate(self, now: float) -> None:
+        """Share the subscriber's estimated bandwidth out over its tracks (every
+        ``ALLOCATE_INTERVAL_S``), send probe padding while a probe runs."""
+        probe = self._probe
+        if probe is not None:
+            self._send_probe(probe, now)
+        if now < self._next_allocation:
+            return
+        self._next_allocation = now + ALLOCATE_INTERVAL_S
+        demands, demand_bps = self._demands()
+        if not self.managed and self._congested(demand_bps, now):
+            self.managed = True
+        estimate = self.bwe.estimate_bps if self.managed else None
+        allocation = self.allocator.allocate(estimate, demands, now)
+        for sid, layer in allocation.layers.items():
+            dt = self.downtracks.get(sid)
+            if dt is None or dt.disabled:
+                continue
+            if layer < 0:
+                if not dt.bw_paused:
+                    dt.set_allocation(-1, now)
+            elif dt.bw_paused or dt.selector.alloc_spatial != layer:
+                dt.set_allocation(layer, now)
+        updates = []
+        for sid, state in [(s, "paused") for s in allocation.paused] + [
+                (s, "active") for s in allocation.resumed]:
+            dt = self.downtracks.get(sid)
+            if dt is not None:
+                updates.append({"participant_sid": dt.track.owner_sid or "PA_unknown",
+                                "track_sid": sid, "state": state})
+        if updates:
+            self.node.fwd.stream_pauses += len(allocation.paused)
+            self.node.deliver([Out(self.session_id, {"type": "stream_state",
+                                                     "updates": updates})])
+        if allocation.probe is not None:
+            self._probe = allocation.probe
+        elif not allocation.probing:
+            self._probe = None
+        if allocation.wake_at is not None:
+            self._next_allocation = min(self._next_allocation, allocation.wake_at)
+
+    def _send_probe(self, probe: Probe, now: float) -> None:
+        """One tick's worth of RTX padding at the probe's rate, on a video down-track."""
+        if now >= probe.ends_at:
+            self._probe = None
+            return
+        dt = next((d for d in self.downtracks.values()
+                   if d.track.kind == "video" and d.rtx_ssrc is not None and d.started), None)
+        if dt is None:
+            self.allocator.probe_result(False, now)
+            self._probe = None
+            return
+        budget = int(probe.probe_bps * NACK_TICK_S / 8)
+        while budget > 0:
+            packet = dt.padding(PROBE_PACKET_BYTES, now)
+            if packet is None:
+                break
+            budget -= len(packet)
+            self.node.fwd.probe_packets += 1
+            self._send_subscriber_rtp(packet)
+        if self.bwe.estimate_bps >= probe.target_bps:
+            self.allocator.probe_result(True, now)
+            self._probe = None
 
     async def _start_publisher(self, neg: sdpmod.PublisherNegotiation) -> None:
         assert self.pub is not None
@@ -787,7 +933,7 @@ class MediaNode:
                 "permission": {"can_publish": perm.can_publish,
                                "can_subscribe": perm.can_subscribe,
                                "can_publish_data": perm.can_publish_data},
-                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid,
+                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid, "source": t.source,
                             "layers": [dict(layer) for layer in t.layers]}
                            for t in p.tracks.values()],
                 "unsubscribed": sorted(p.unsubscribed)}

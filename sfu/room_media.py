@@ -9,7 +9,7 @@ Commands (``op``):
 
 - ``join`` / ``update``: ``{"op", "session", "participant": {sid, identity, hidden,
   permission: {can_publish, can_subscribe, can_publish_data}, tracks: [{sid, kind, mid,
-  layers}],
+  source, layers}],
   unsubscribed: [track sid]}}`` — a participant's current state, as the room service has it;
 - ``leave``: ``{"op", "session"}``;
 - ``signal``: ``{"op", "session", "msg"}`` — an ``offer`` / ``answer`` / ``trickle`` message
@@ -53,6 +53,7 @@ class MediaTrack:
     mid: str | None
     #: add_track's simulcast_layers: [{rid, quality, width, height}]
     layers: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
 
 
 @dataclass(slots=True)
@@ -77,8 +78,8 @@ class MediaParticipant:
             permission=MediaPermission(can_publish=bool(perm["can_publish"]),
                                        can_subscribe=bool(perm["can_subscribe"]),
                                        can_publish_data=bool(perm["can_publish_data"])),
-            tracks={t["sid"]: MediaTrack(t["sid"], t["kind"], t["mid"], list(t.get("layers", [])))
-                    for t in d["tracks"]},
+            tracks={t["sid"]: MediaTrack(t["sid"], t["kind"], t["mid"], list(t.get("layers", [])),
+                                         t.get("source", "")) for t in d["tracks"]},
             unsubscribed=set(d["unsubscribed"]))
 
     def to_wire(self) -> dict[str, Any]:
@@ -88,7 +89,7 @@ class MediaParticipant:
                 "permission": {"can_publish": perm.can_publish,
                                "can_subscribe": perm.can_subscribe,
                                "can_publish_data": perm.can_publish_data},
-                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid,
+                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid, "source": t.source,
                             "layers": [dict(layer) for layer in t.layers]}
                            for t in self.tracks.values()],
                 "unsubscribed": sorted(self.unsubscribed)}
