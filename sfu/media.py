@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 from aiortc import RTCCertificate, RTCDataChannel, RTCDataChannelParameters, RTCSctpTransport
 
-from sfu import log
+from sfu import log, metrics
 from sfu.allocator import Allocator, Probe, TrackDemand
 from sfu.bwe import SendSideBwe
 from sfu.config import Config
@@ -427,11 +427,14 @@ class Peer:
                         self.bwe.on_loss_report(dt.loss, now)
                         dt.jitter_s = block.jitter / dt.track.clock_rate
                         dt.reported_at = now
+                        metrics.packet_loss.labels("down").observe(dt.loss)
+                        metrics.jitter.labels("down").observe(dt.jitter_s)
                     sent = self.sr_sent.get(block.lsr)
                     if dt is not None and sent is not None and block.lsr:
                         rtt = now - sent - block.dlsr / 65536
                         if 0 <= rtt < 10:
                             dt.rtt_s = rtt
+                            metrics.rtt.observe(rtt)
 
     # -- down-tracks (after each subscriber answer) ---------------------------------------------
     def _sync_downtracks(self, neg: sdpmod.SubscriberNegotiation) -> None:
@@ -768,13 +771,15 @@ class MediaNode:
         self.fingerprints: list[tuple[str, str]] = []
         self.candidates: list[str] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._closing_peers: dict[str, Peer] = {}
         self._closed_totals: dict[str, int] = {"rtp_in": 0, "transport_cc": 0, "rr": 0,
-                                                "remb": 0, "malformed": 0}
+                                                "remb": 0, "malformed": 0, "srtp_early": 0,
+                                                "srtp_errors": 0}
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for the metrics collector (read at scrape time)."""
         totals = dict(self._closed_totals)
-        for peer in self.peers.values():
+        for peer in [*self.peers.values(), *self._closing_peers.values()]:
             self._add_peer_totals(totals, peer)
         c = self.counters
         ep = getattr(self, "endpoint", None)
@@ -783,7 +788,9 @@ class MediaNode:
             "datagrams_out": ep.datagrams_out if ep else 0,
             "bytes_in": ep.bytes_in if ep else 0,
             "bytes_out": ep.bytes_out if ep else 0,
-            "drops": dict(ep.drops) if ep else {},
+            "drops": {**(dict(ep.drops) if ep else {}),
+                      "srtp_before_keys": totals["srtp_early"],
+                      "srtp_auth_failed": totals["srtp_errors"]},
             "kernel_rx_drops": ep.kernel_rx_drops() if ep else 0,
             "ice_restarts": c.ice_restarts, "dtls_failures": c.dtls_failures,
             "subscriber_offers": c.subscriber_offers, "data_in": c.data_in,
@@ -791,11 +798,26 @@ class MediaNode:
             "rtp_in": totals["rtp_in"],
             "malformed_publisher_packets": totals["malformed"],
             "forward": {name: getattr(self.fwd, name) for name in ForwardCounters.__slots__},
+            "layer_bitrates": self._layer_bitrates(),
+            "tracks_published": len(self.published),
+            "tracks_subscribed": sum(len(p.downtracks) for p in self.peers.values()),
             "feedback": {k: totals[k] for k in ("transport_cc", "rr", "remb")},
         }
 
+    def _layer_bitrates(self) -> dict[tuple[str, int], int]:
+        rates: dict[tuple[str, int], int] = {}
+        for published in self.published.values():
+            for receiver in published.layers:
+                key = (published.kind, receiver.layer)
+                rates[key] = rates.get(key, 0) + receiver.bitrate_bps
+        return rates
+
     @staticmethod
     def _add_peer_totals(totals: dict[str, int], peer: Peer) -> None:
+        for transport in (peer.pub, peer.sub):
+            if transport is not None:
+                totals["srtp_early"] += transport.srtp_early
+                totals["srtp_errors"] += transport.srtp_errors
         if peer.feedback is not None:
             core = peer.feedback.core
             totals["rtp_in"] += core.packets
@@ -945,11 +967,17 @@ class MediaNode:
 
     def drop_peer(self, peer: Peer) -> None:
         self.peers.pop(peer.session_id, None)
-        self._add_peer_totals(self._closed_totals, peer)
+        self._closing_peers[peer.session_id] = peer  # still counted until its transports stop
         self._forget_tracks(peer)
         task = asyncio.get_running_loop().create_task(peer.close())
         self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+
+        def closed(t: asyncio.Task[None]) -> None:
+            self._closing.discard(t)
+            if self._closing_peers.pop(peer.session_id, None) is peer:
+                self._add_peer_totals(self._closed_totals, peer)
+
+        task.add_done_callback(closed)
 
     def _forget_tracks(self, peer: Peer) -> None:
         for sid in peer.participant.tracks:

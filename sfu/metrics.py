@@ -77,6 +77,23 @@ speaker_updates = Counter(
     "sfu_speakers_changed_total", "speakers_changed messages computed (one per room update).",
     registry=REGISTRY,
 )
+# Link figures from RTCP receiver reports, one observation per report block:
+# direction "up" = what the SFU receives from publishers (its own RRs), "down" = what
+# subscribers report about the SFU's streams to them.
+packet_loss = Histogram(
+    "sfu_packet_loss_ratio", "Fraction of packets lost per receiver-report interval.",
+    ["direction"], buckets=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    registry=REGISTRY,
+)
+jitter = Histogram(
+    "sfu_jitter_seconds", "Interarrival jitter from receiver reports.", ["direction"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32), registry=REGISTRY,
+)
+rtt = Histogram(
+    "sfu_rtt_seconds", "Round-trip time to subscribers (their RRs answering our SRs).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
+    registry=REGISTRY,
+)
 sessions_resumed = Counter(
     "sfu_sessions_resumed_total", "Signaling sessions resumed after a dropped WebSocket.",
     registry=REGISTRY,
@@ -160,6 +177,21 @@ class MediaCollector:
                       fwd.get("sr_out", 0))
         yield counter("sfu_layer_switches", "Simulcast layer switches of down-tracks.", None,
                       fwd.get("layer_switches", 0))
+        yield counter("sfu_stream_pauses", "Down-tracks paused by the bandwidth allocator.",
+                      None, fwd.get("stream_pauses", 0))
+        yield counter("sfu_probe_packets", "Bandwidth probe padding packets sent.", None,
+                      fwd.get("probe_packets", 0))
+        layer_bps = GaugeMetricFamily(
+            "sfu_layer_bitrate_bps", "Incoming media bitrate summed over published tracks, "
+            "by kind and spatial layer (0 = lowest).", labels=["kind", "layer"])
+        for (kind, layer), bps in sorted(snap.get("layer_bitrates", {}).items()):
+            layer_bps.add_metric([kind, str(layer)], bps)
+        yield layer_bps
+        tracks = GaugeMetricFamily("sfu_tracks", "Published tracks and subscriptions "
+                                   "(down-tracks) on this node.", labels=["direction"])
+        tracks.add_metric(["published"], snap.get("tracks_published", 0))
+        tracks.add_metric(["subscribed"], snap.get("tracks_subscribed", 0))
+        yield tracks
 
 
 media_collector = MediaCollector()

@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from sfu import metrics
 from sfu.rtp.header import RtpView, SeqUnwrapper, parse_rtp, read_transport_seq
 from sfu.rtp.rtcp import (
     ReportBlock,
@@ -186,12 +187,20 @@ class PublisherFeedback:
         transport = self._transport
         if transport is None:
             return
-        for packet in self.core.due(time.monotonic()):
+        core = self.core
+        reports = core.sent["rr"]
+        for packet in core.due(time.monotonic()):
             try:
                 transport.send_rtcp(packet)
             except Exception:  # transport closing: stop feeding it
                 self.detach()
                 return
+        if core.sent["rr"] != reports:  # a receiver report went out: its figures
+            for ssrc, block in core.last_reports.items():
+                stream = core.streams.get(ssrc)
+                metrics.packet_loss.labels("up").observe(block.fraction_lost / 256)
+                metrics.jitter.labels("up").observe(
+                    block.jitter / (stream.clock_rate if stream is not None else 90000))
         # wake exactly when the next feedback is due, not on a polling interval
         delay = max(0.005, self.core.next_due() - time.monotonic())
         self._timer = asyncio.get_running_loop().call_later(delay, self._tick)

@@ -1,0 +1,118 @@
+"""Each media metric equals a quantity the test's own clients counted independently.
+
+A bench publisher (RID simulcast, audio) and two bench subscribers run through a daemon;
+one subscriber changes layers. When the publisher has stopped and everything has drained,
+the daemon's counters must equal what the clients saw: packets forwarded = media packets
+the subscribers received on their media SSRCs, retransmissions = RTX packets they
+received, publisher packets = what the publisher sent, keyframe requests out = PLIs the
+publisher received, sender reports = SRs the subscribers received, layer switches = the
+size changes the switching subscriber decoded, rooms / participants / tracks gauges = the
+room as the test built it. Loopback loses nothing, so there is no slack in the equalities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from itertools import pairwise
+
+import pytest
+from aiortc import RTCCertificate
+
+from bench.client import BenchPublisher, BenchSubscriber, Ticker
+from bench.media import load_simulcast_media
+from tests.conftest import Daemon
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def scrape(daemon: Daemon) -> dict[str, float]:
+    status, body = daemon.get("/metrics", port=daemon.metrics_port)
+    assert status == 200
+    values: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) (\S+)", line)
+        if m:
+            values[m.group(1)] = float(m.group(2))
+    return values
+
+
+async def wait_until(predicate: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no {what} within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> None:
+    layers = load_simulcast_media(width=640, height=360, fps=30, duration_s=2.0)
+    certificate = RTCCertificate.generateCertificate()
+    ticker = Ticker()
+    subs = [BenchSubscriber(daemon.ws, daemon.token(f"sub{i}"), f"sub{i}", certificate, ticker,
+                            decode=True, record_frames=True, rng=random.Random(10 + i))
+            for i in range(2)]
+    pub = BenchPublisher(daemon.ws, daemon.token("pub"), "pub", certificate, layers[-1],
+                         layers=layers, rng=random.Random(1))
+    before = scrape(daemon)
+    try:
+        for sub in subs:
+            await sub.start(timeout_s=10)
+            await sub.wait_connected(10)
+        await pub.start(timeout_s=10)
+        await wait_until(lambda: all(len(s.core.decoded_frames) >= 20 for s in subs), 15,
+                         "decoded video at both subscribers")
+        during = scrape(daemon)
+        assert during["sfu_rooms"] == 1
+        assert during["sfu_participants"] == 3
+        assert during['sfu_tracks{direction="published"}'] == 2
+        assert during['sfu_tracks{direction="subscribed"}'] == 4
+        video = pub.track_sids["video"]
+        switcher = subs[1]
+        for quality in ("low", "medium", "high"):
+            mark = len(switcher.core.decoded_frames)
+            await switcher.track_settings([video], quality=quality)
+            want = {"low": layers[0], "medium": layers[1], "high": layers[2]}[quality]
+            await wait_until(lambda mark=mark, want=want: any(
+                (f.width, f.height) == (want.width, want.height)
+                for f in switcher.core.decoded_frames[mark:]), 5, f"{quality} frames")
+        await asyncio.sleep(1.5)  # a sender report round for every down-track
+    finally:
+        await pub.close()
+    # let in-flight packets land and the SFU's last reports go out, then stop counting
+    await asyncio.sleep(1.5)
+    after = scrape(daemon)
+    for sub in subs:
+        await sub.close()
+    ticker.stop()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    streams = [s for sub in subs for s in sub.core.streams.values()]
+    media_received = sum(s.received - s.rtx for s in streams)
+    rtx_received = sum(s.rtx for s in streams)
+    padding = sum(s.padding for s in streams)
+    assert delta("sfu_forwarded_packets_total") == media_received
+    assert delta("sfu_retransmitted_packets_total") + delta("sfu_probe_packets_total") \
+        == rtx_received
+    assert delta("sfu_probe_packets_total") == padding
+    core = pub.simulcast
+    # what the publisher sent = what the SFU took in + what arrived before the SRTP keys
+    # (the publisher's DTLS handshake finishes a moment before the server's)
+    early = delta('sfu_udp_dropped_datagrams_total{reason="srtp_before_keys"}')
+    assert delta("sfu_publisher_rtp_packets_total") + early == core.packets_sent
+    assert delta('sfu_udp_dropped_datagrams_total{reason="srtp_auth_failed"}') == 0
+    assert delta('sfu_keyframe_requests_total{direction="out"}') == core.keyframe_requests
+    assert delta("sfu_sender_reports_total") == sum(sub.core.srs for sub in subs)
+    assert delta('sfu_nacks_total{direction="in"}') == sum(sub.core.sent["nack"] for sub in subs)
+    # layer switches: every change of decoded frame size at a subscriber (the first
+    # layer a subscriber gets is a start, not a switch)
+    changes = sum(1 for sub in subs for a, b in pairwise(sub.core.decoded_frames)
+                  if (a.width, a.height) != (b.width, b.height))
+    assert delta("sfu_layer_switches_total") == changes
+    assert changes >= 3
