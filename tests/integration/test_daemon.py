@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -202,3 +203,17 @@ def test_token_create_prints_a_verifiable_jwt(tmp_path: Path) -> None:
     bad = run_cli("token", "create", "--config", str(path), "--identity", "x", "--room", "r",
                   "--ttl", "soon")
     assert bad.returncode == 2 and "invalid ttl" in bad.stderr
+
+
+def test_grafana_dashboard_uses_only_metrics_the_daemon_exports(daemon: Daemon) -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    status, body = daemon.get("/metrics", port=daemon.metrics_port)
+    assert status == 200
+    families = set(re.findall(r"^# TYPE (\S+) ", body.decode(), re.M))
+    exposed = set(families)
+    for name in families:  # counters and histograms are queried by their sample names
+        exposed |= {f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    used = {m for p in dashboard["panels"] for t in p["targets"]
+            for m in re.findall(r"\b((?:sfu|process)_[a-z_]+)", t["expr"])}
+    assert used, "the dashboard queries nothing"
+    assert not used - exposed, f"the dashboard queries unknown metrics: {used - exposed}"
