@@ -20,6 +20,8 @@ class MediaHandler(Protocol):
 
     def handle(self, p: Participant, msg: dict[str, Any], now: float) -> list[Out]: ...
 
+    def participant_media(self, session_id: str) -> dict[str, Any] | None: ...
+
 
 @dataclass(slots=True)
 class Connection:
@@ -167,9 +169,15 @@ class Dispatcher:
                               now: float) -> list[Out]:
         room = self._admin_room(conn, msg, "room_admin")
         r = self.rooms.get_room(room)
+        participants = []
+        for p in r.participants.values():
+            wire = p.to_wire(admin=True)
+            media = self.media.participant_media(p.session_id) if self.media else None
+            if media is not None:
+                wire["media"] = media
+            participants.append(wire)
         return [self._reply(conn, msg, {
-            "type": "participants_list", "room": room,
-            "participants": [p.to_wire(admin=True) for p in r.participants.values()]})]
+            "type": "participants_list", "room": room, "participants": participants})]
 
     def _on_remove_participant(self, conn: Connection, msg: dict[str, Any],
                                now: float) -> list[Out]:

@@ -861,6 +861,48 @@ class MediaNode:
         return self.to_outs(self._room_command(
             p.room, {"op": op, "session": p.session_id, "msg": msg}, time.monotonic()))
 
+    def participant_media(self, session_id: str) -> dict[str, Any] | None:
+        """A participant's media figures for admins (``ParticipantMedia`` in the protocol):
+        quality, its published tracks' incoming layers, its subscriptions."""
+        peer = self.peers.get(session_id)
+        if peer is None:
+            return None
+        rm = peer.room_media
+        out: dict[str, Any] = {"published": [], "subscribed": [],
+                               "estimate_bps": peer.bwe.estimate_bps
+                               if peer.bwe.source != "start" else None}
+        scorer = rm.scorer(session_id)
+        if scorer is not None:
+            out["quality"], out["score"] = scorer.quality, max(1.0, scorer.score)
+        reports = peer.feedback.core.last_reports if peer.feedback is not None else {}
+        for sid, track in peer.participant.tracks.items():
+            published = self.published.get(sid)
+            if published is None:
+                continue
+            layers = []
+            for r in published.layers:
+                layer: dict[str, Any] = {"layer": r.layer, "rid": r.rid, "active": r.active,
+                                         "bitrate_bps": r.bitrate_bps}
+                block = reports.get(r.ssrc)
+                if block is not None:
+                    layer["loss"] = block.fraction_lost / 256
+                    layer["jitter_ms"] = round(block.jitter * 1000 / r.clock_rate, 3)
+                layers.append(layer)
+            out["published"].append({"track_sid": sid, "kind": track.kind, "layers": layers})
+        for sid, dt in peer.downtracks.items():
+            sel = dt.selector
+            sub: dict[str, Any] = {
+                "track_sid": sid, "kind": dt.track.kind,
+                "layer": dt.receiver.layer if dt.receiver is not None else -1,
+                "target_layer": sel.desired_spatial, "paused": sel.paused,
+                "bitrate_bps": dt.receiver.bitrate_bps if dt.receiver is not None else 0}
+            if dt.reported_at >= 0:
+                sub["loss"] = dt.loss
+                sub["jitter_ms"] = round(dt.jitter_s * 1000, 3)
+                sub["rtt_ms"] = round(dt.rtt_s * 1000, 3)
+            out["subscribed"].append(sub)
+        return out
+
     def _room_command(self, room: str, cmd: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """The process-boundary seam: commands and events cross it msgpack-encoded."""
         rm = self.room_media.get(room)

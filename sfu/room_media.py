@@ -183,6 +183,9 @@ class RoomMedia:
             events += self._connection_quality(now)
         return events
 
+    def scorer(self, session: str) -> QualityScorer | None:
+        return self._scorers.get(session)
+
     def _to_all(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"op": "send", "session": s, "msg": msg} for s in self.members]
 

@@ -13,16 +13,20 @@ room as the test built it. Loopback loses nothing, so there is no slack in the e
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import time
 from itertools import pairwise
+from typing import Any
 
 import pytest
+import websockets
 from aiortc import RTCCertificate
 
 from bench.client import BenchPublisher, BenchSubscriber, Ticker
 from bench.media import load_simulcast_media
+from signaling.messages import validate_server_message
 from tests.conftest import Daemon
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,6 +85,7 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
                 (f.width, f.height) == (want.width, want.height)
                 for f in switcher.core.decoded_frames[mark:]), 5, f"{quality} frames")
         await asyncio.sleep(1.5)  # a sender report round for every down-track
+        await check_admin_figures(daemon)
     finally:
         await pub.close()
     # let in-flight packets land and the SFU's last reports go out, then stop counting
@@ -116,3 +121,29 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
                   if (a.width, a.height) != (b.width, b.height))
     assert delta("sfu_layer_switches_total") == changes
     assert changes >= 3
+
+
+async def check_admin_figures(daemon: Daemon) -> None:
+    """Per-track figures reach a control plane through list_participants (not labels)."""
+    token = daemon.token("ops", "room1", room_join=False, room_admin=True)
+    async with websockets.connect(f"{daemon.ws}?access_token={token}") as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "control_ready"
+        await ws.send(json.dumps({"type": "list_participants", "id": "lp"}))
+        reply: dict[str, Any] = {}
+        while reply.get("id") != "lp":
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    validate_server_message(reply)
+    media = {p["identity"]: p["media"] for p in reply["participants"]}
+    (video,) = [t for t in media["pub"]["published"] if t["kind"] == "video"]
+    assert [layer["rid"] for layer in video["layers"]] == ["q", "h", "f"]
+    assert all(layer["active"] and layer["bitrate_bps"] > 0 for layer in video["layers"])
+    rates = [layer["bitrate_bps"] for layer in video["layers"]]
+    assert rates == sorted(rates)  # low < medium < high
+    subs = {t["track_sid"]: t for t in media["sub0"]["subscribed"]}
+    assert len(subs) == 2
+    (v,) = [t for t in subs.values() if t["kind"] == "video"]
+    assert v["layer"] == v["target_layer"] == 2 and not v["paused"] and v["bitrate_bps"] > 0
+    assert "rtt_ms" in v and v["loss"] == 0
+    (v1,) = [t for t in media["sub1"]["subscribed"] if t["kind"] == "video"]
+    assert v1["layer"] == 2  # it asked for high last
+    assert media["sub0"]["quality"] in ("excellent", "good")
