@@ -99,7 +99,8 @@ class DownTrack:
                  "rtx_ssrc", "rtx_pt", "rtx_seq", "munger", "vp8", "sequencer", "ext",
                  "ext_len", "tcc_off", "abs_off", "level_off", "counters", "tcc", "packets",
                  "octets", "last_ts", "mid", "rtt_s", "loss", "jitter_s", "reported_at",
-                 "on_sent", "disabled", "bw_paused", "priority")
+                 "on_sent", "disabled", "bw_paused", "priority", "reported_packets",
+                 "reported_highest")
 
     def __init__(self, *, track: PublishedTrack, ssrc: int, mid: str,
                  pt_map: dict[int, int], rtx_ssrc: int | None, rtx_pt: int | None,
@@ -137,6 +138,8 @@ class DownTrack:
         self.loss = 0.0
         self.jitter_s = 0.0
         self.reported_at = -1.0
+        self.reported_packets = 0  # packets the last report covered
+        self.reported_highest = -1
         # header extension block template (one-byte form), built once
         elements = bytearray()
         self.tcc_off = self.abs_off = self.level_off = -1
@@ -421,7 +424,7 @@ class Receiver:
     __slots__ = ("track", "layer", "rid", "kind", "ssrc", "clock_rate", "codecs", "vp8_pts",
                  "cache", "nack", "downtracks", "pending", "last_sr", "last_keyframe_request",
                  "counters", "send_rtcp", "sender_ssrc", "rtx_pts", "highest_ext_seq",
-                 "highest_ext_ts", "last_packet_at", "active", "packets", "octets",
+                 "highest_ext_ts", "last_packet_at", "active", "packets", "octets", "nack_on",
                  "audio_level_id", "bitrate_bps", "_rate_octets", "_rate_at", "_rate_prev")
 
     def __init__(self, track: PublishedTrack, layer: int, rid: str) -> None:
@@ -440,6 +443,7 @@ class Receiver:
         self.sender_ssrc = track.sender_ssrc
         self.cache = PacketCache(1024 if track.kind == "video" else 256)
         self.nack = NackGenerator()
+        self.nack_on = track.nack  # only when the publisher's codec negotiated NACK
         # copy-on-write lists: a switch made while iterating one never disturbs the loop
         self.downtracks: list[DownTrack] = []  # forwarding this layer now
         self.pending: list[DownTrack] = []  # waiting for this layer's next keyframe
@@ -483,7 +487,8 @@ class Receiver:
         self.packets += 1
         self.octets += view.payload_size
         self.cache.put(ext_seq, data)
-        self.nack.on_packet(ext_seq, now)
+        if self.nack_on:
+            self.nack.on_packet(ext_seq, now)
         if ext_seq > self.highest_ext_seq:
             self.highest_ext_seq = ext_seq
             self.highest_ext_ts = ext_ts
@@ -533,6 +538,8 @@ class Receiver:
         return True
 
     def nacks_due(self, now: float, rtt_s: float) -> None:
+        if not self.nack_on:
+            return
         seqs = self.nack.due(now, rtt_s)
         if seqs:
             self.counters.nacks_out += 1
@@ -554,12 +561,13 @@ class PublishedTrack:
                  sender_ssrc: int, counters: ForwardCounters, rids: tuple[str, ...] = (),
                  layers: int = 0, qualities: list[str] | None = None,
                  sizes: list[tuple[int, int]] | None = None, owner_sid: str = "",
-                 source: str = "") -> None:
+                 source: str = "", nack: bool = True) -> None:
         n = max(len(rids), layers, 1)
         if n > MAX_LAYERS:
             raise ValueError(f"{n} simulcast layers; at most {MAX_LAYERS} are supported")
         self.track_sid = track_sid
         self.owner_sid = owner_sid  # the publishing participant
+        self.nack = nack  # the publisher answers NACKs (negotiated rtcp-fb nack)
         self.source = source or ("microphone" if kind == "audio" else "camera")
         self.kind = kind
         self.clock_rate = clock_rate

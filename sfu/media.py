@@ -268,7 +268,8 @@ class Peer:
                 sender_ssrc=self.feedback.core.sender_ssrc if self.feedback else 1,
                 counters=node.fwd, rids=rids, layers=len(sim_ssrcs),
                 qualities=qualities, sizes=sizes, owner_sid=self.participant.sid,
-                source=track.source)
+                source=track.source,
+                nack=any("nack" in c.rtcp_feedback for c in media.codecs))
             node.published[track.sid] = published
             self.tracks_by_mid[media.mid] = published
             if rids:
@@ -427,6 +428,10 @@ class Peer:
                         self.bwe.on_loss_report(dt.loss, now)
                         dt.jitter_s = block.jitter / dt.track.clock_rate
                         dt.reported_at = now
+                        if dt.reported_highest >= 0:
+                            dt.reported_packets = (block.ext_highest_seq
+                                                   - dt.reported_highest) & 0xFFFFFFFF
+                        dt.reported_highest = block.ext_highest_seq
                         metrics.packet_loss.labels("down").observe(dt.loss)
                         metrics.jitter.labels("down").observe(dt.jitter_s)
                     sent = self.sr_sent.get(block.lsr)

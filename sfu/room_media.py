@@ -207,10 +207,11 @@ class RoomMedia:
                 for ssrc, block in core.last_reports.items():
                     stream = core.streams.get(ssrc)
                     clock = stream.clock_rate if stream is not None else 90000
-                    uplink.append(LinkStats(block.fraction_lost / 256, block.jitter / clock))
+                    uplink.append(LinkStats(block.fraction_lost / 256, block.jitter / clock,
+                                            packets=core.last_expected.get(ssrc, 0)))
                 receiving = core.packets != self._rtp_in.get(session)
                 self._rtp_in[session] = core.packets
-            downlink = [LinkStats(dt.loss, dt.jitter_s, dt.rtt_s)
+            downlink = [LinkStats(dt.loss, dt.jitter_s, dt.rtt_s, packets=dt.reported_packets)
                         for dt in peer.downtracks.values() if dt.reported_at >= stale]
             stats = participant_stats(uplink, downlink)
             if stats is None and receiving:

@@ -56,8 +56,10 @@ class PublisherReceiver:
         self.clock_rates: dict[int, int] = {}  # payload type -> clock rate
         self.streams: dict[int, _Stream] = {}
         self.bound: set[int] = set()
-        #: the report blocks of the last RR, by SSRC (connection quality reads them)
+        #: the report blocks of the last RR, by SSRC (connection quality reads them), and
+        #: how many packets each covered (highest seq minus the previous report's)
         self.last_reports: dict[int, ReportBlock] = {}
+        self.last_expected: dict[int, int] = {}
         self.media_ssrc = 0
         self.packets = 0
         self.bytes = 0
@@ -149,6 +151,10 @@ class PublisherReceiver:
             reported = [ssrc for ssrc, s in self.streams.items() if s.bound]
             if reported:
                 blocks = [self.streams[ssrc].stats.report_block(ssrc, now) for ssrc in reported]
+                previous = self.last_reports
+                self.last_expected = {
+                    b.ssrc: (b.ext_highest_seq - previous[b.ssrc].ext_highest_seq
+                             if b.ssrc in previous else 0) & 0xFFFFFFFF for b in blocks}
                 self.last_reports = {b.ssrc: b for b in blocks}
                 for i in range(0, len(blocks), 31):  # at most 31 report blocks per RR
                     out.append(build_rr(self.sender_ssrc, blocks[i:i + 31]))
