@@ -6,7 +6,8 @@ the SFU still sees one 5-tuple per client transport. Datagrams are classified by
 byte (RFC 7983): STUN (0..3) and DTLS (20..63) always pass, so ICE and the handshake complete
 deterministically; SRTP and SRTCP (128..191) are dropped with probability ``loss`` and
 reordered with probability ``reorder`` (held back until the next datagram of the same
-direction has gone through, or at most ``hold_s``), in both directions.
+direction has gone through, or at most ``hold_s``), in both directions. The loss rate can be
+changed while the relay runs, for both directions or one (:meth:`LossRelay.set_loss`).
 
 Determinism: a datagram's fate is drawn from ``random.Random`` seeded with the relay seed and
 the datagram's identity, not its arrival order: for SRTP its direction, payload type (clear
@@ -94,11 +95,12 @@ class _Lane:
         stats = self.relay.stats[self.name]
         if kind in (RTP, RTCP):
             u, pt, ssrc, seq = self._fate(data, kind)
-            if u < self.relay.loss:
+            loss = self.relay.loss_for(self.name)
+            if u < loss:
                 stats.dropped[kind] += 1
                 self.relay.drops.append(DropRecord(self.name, self.flow, kind, pt, ssrc, seq))
                 return
-            if u < self.relay.loss + self.relay.reorder and self.held is None:
+            if u < loss + self.relay.reorder and self.held is None:
                 stats.reordered[kind] += 1
                 self.held = data
                 self.held_timer = asyncio.get_running_loop().call_later(
@@ -195,8 +197,28 @@ class LossRelay:
         self.flows: dict[Addr, _Flow] = {}
         self.stats = {"up": LaneStats(), "down": LaneStats()}
         self.drops: list[DropRecord] = []
+        #: per-lane loss overriding ``loss`` ("up": client → SFU, "down": SFU → client)
+        self.lane_loss: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    def loss_for(self, lane: str) -> float:
+        """The loss probability of a lane ("up" or "down") now."""
+        return self.lane_loss.get(lane, self.loss)
+
+    def set_loss(self, loss: float, lane: str | None = None) -> None:
+        """Change the loss probability at runtime, of one lane or (``lane=None``) of both:
+        it applies from the next datagram on. A datagram's draw does not depend on the
+        rate, so with the same seed a lower rate drops a subset of what a higher one does."""
+        if not 0.0 <= loss <= 1.0:
+            raise ValueError(f"loss must be within 0..1, not {loss}")
+        if lane is None:
+            self.loss = loss
+            self.lane_loss.clear()
+        elif lane in ("up", "down"):
+            self.lane_loss[lane] = loss
+        else:
+            raise ValueError(f"lane must be 'up' or 'down', not {lane!r}")
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()

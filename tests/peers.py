@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,6 +35,8 @@ class AiortcParticipant:
         self.publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.subscriber = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.messages: list[dict[str, Any]] = []
+        #: ``time.monotonic()`` when each of ``messages`` was read (same index)
+        self.received_at: list[float] = []
         self.tracks: list[MediaStreamTrack] = []
         self.track_event = asyncio.Event()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
@@ -58,6 +61,7 @@ class AiortcParticipant:
         async for raw in self.ws:
             msg = json.loads(raw)
             validate_server_message(msg)
+            self.received_at.append(time.monotonic())
             self.messages.append(msg)
             for pred, fut in list(self._waiters):
                 if not fut.done() and pred(msg):
@@ -212,3 +216,65 @@ class FrameRecorder:
             await self._task
         except asyncio.CancelledError:
             pass
+
+
+class _RewritingSocket:
+    """A WebSocket whose received text goes through ``rewrite`` before the reader sees it."""
+
+    def __init__(self, ws: Any, rewrite: Callable[[str], str]) -> None:
+        self.ws = ws
+        self.rewrite = rewrite
+
+    async def recv(self) -> str:
+        return self.rewrite(await self.ws.recv())
+
+    def __aiter__(self) -> _RewritingSocket:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await self.recv()
+        except websockets.ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    async def send(self, data: str) -> None:
+        await self.ws.send(data)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class RelayedParticipant(AiortcParticipant):
+    """An AiortcParticipant whose media goes through a relay (e.g. ``tests.lossrelay``): the
+    SFU's host candidate in the subscriber offer, the publisher answer and server trickles is
+    rewritten to the relay's port before aiortc sees it; ``rewritten`` counts the rewrites."""
+
+    def __init__(self, url: str, token: str, sfu_port: int, relay_port: int) -> None:
+        super().__init__(url, token)
+        self.sfu_port = sfu_port
+        self.relay_port = relay_port
+        self.rewritten = 0
+
+    def _rewrite_candidate(self, text: str) -> str:
+        new, n = re.subn(rf"\b127\.0\.0\.1 {self.sfu_port} typ host",
+                         f"127.0.0.1 {self.relay_port} typ host", text)
+        self.rewritten += n
+        return new
+
+    def _rewrite(self, raw: str) -> str:
+        msg = json.loads(raw)
+        if msg.get("type") in ("offer", "answer"):
+            msg["sdp"] = self._rewrite_candidate(msg["sdp"])
+            assert f" {self.sfu_port} typ" not in msg["sdp"]
+        elif msg.get("type") == "trickle" and msg.get("candidate"):
+            msg["candidate"]["candidate"] = self._rewrite_candidate(msg["candidate"]["candidate"])
+        return json.dumps(msg)
+
+    async def connect(self) -> dict[str, Any]:
+        ws = await websockets.connect(f"{self.url}?access_token={self.token}")
+        self.ws = _RewritingSocket(ws, self._rewrite)
+        self.join = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        validate_server_message(self.join)
+        assert self.join["type"] == "join", self.join
+        self._reader = asyncio.create_task(self._read())
+        return self.join
