@@ -15,6 +15,7 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,15 @@ class SignalingConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    rate_limit_per_s: float = _f(20.0, 0.1, 100000)
+    rate_limit_burst: int = _f(40, 1, 1000000)
+    max_request_bytes: int = _f(262144, 1024, 16 * 1024 * 1024)
+    cors_origins: list[str] = _f([])
+    join_base_url: str = _f("")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -131,6 +141,7 @@ class Config:
     rtc: RtcConfig = field(default_factory=RtcConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     # Set by the loader, never by the file: True when running on embedded development defaults.
     development: bool = field(default=False, metadata={"internal": True})
@@ -259,9 +270,40 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"rtc.{key}", "lists a codec twice")
     if not cfg.rtc.video_codecs and not cfg.rtc.audio_codecs:
         raise ConfigError("rtc.video_codecs", "audio_codecs and video_codecs are both empty")
+    for i, origin in enumerate(cfg.api.cors_origins):
+        if origin != "*" and not _is_origin(origin):
+            raise ConfigError(f"api.cors_origins[{i}]",
+                              "must be \"*\" or an origin like https://app.example.com "
+                              "(scheme, host and optional port; no path)")
+    if cfg.api.join_base_url and not _is_base_url(cfg.api.join_base_url):
+        raise ConfigError("api.join_base_url",
+                          "must be an http(s) URL without query or fragment, or empty")
     if cfg.metrics.enabled and (cfg.metrics.host, cfg.metrics.port) == (
             cfg.server.http_host, cfg.server.http_port):
         raise ConfigError("metrics.port", "must differ from server.http_port on the same host")
+
+
+def _is_origin(text: str) -> bool:
+    """``scheme://host[:port]`` exactly, as browsers send it in ``Origin``."""
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https") and bool(url.hostname) and not url.path
+            and not url.query and not url.fragment and not url.username
+            and not url.password and text == text.strip())
+
+
+def _is_base_url(text: str) -> bool:
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https") and bool(url.hostname) and not url.query
+            and not url.fragment and not url.username and not url.password
+            and text == text.strip())
 
 
 def loads(text: str) -> Config:

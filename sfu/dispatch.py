@@ -201,15 +201,9 @@ class Dispatcher:
 
     def _on_send_data(self, conn: Connection, msg: dict[str, Any], now: float) -> list[Out]:
         room = self._admin_room(conn, msg, "room_admin")
-        r = self.rooms.get_room(room)
-        wanted = msg.get("destination_identities")
-        body: dict[str, Any] = {"type": "data", "payload": msg["payload"],
-                                "kind": msg.get("kind", "reliable"), "from_identity": None}
-        if "topic" in msg:
-            body["topic"] = msg["topic"]
-        targets = [p for p in r.participants.values()
-                   if p.connected and (not wanted or p.identity in wanted)]
-        return [self._ack(conn, msg), *(Out(p.session_id, body) for p in targets)]
+        return [self._ack(conn, msg), *self.rooms.send_data(
+            room, payload=msg["payload"], kind=msg.get("kind", "reliable"),
+            topic=msg.get("topic"), destination_identities=msg.get("destination_identities"))]
 
     def _on_create_room(self, conn: Connection, msg: dict[str, Any], now: float) -> list[Out]:
         g = conn.claims.grant

@@ -69,7 +69,8 @@ class ForwardCounters:
     __slots__ = ("forwarded", "forwarded_bytes", "dropped_padding", "nacks_in", "nacks_out",
                  "retransmitted", "rtx_upstream", "pli_out", "pli_in", "sr_out",
                  "waiting_keyframe", "unknown_ssrc", "malformed_rtcp", "layer_switches",
-                 "dropped_temporal", "malformed_vp8", "probe_packets", "stream_pauses")
+                 "dropped_temporal", "malformed_vp8", "probe_packets", "stream_pauses",
+                 "dropped_muted")
 
     def __init__(self) -> None:
         self.forwarded = 0
@@ -90,6 +91,7 @@ class ForwardCounters:
         self.malformed_vp8 = 0
         self.probe_packets = 0
         self.stream_pauses = 0
+        self.dropped_muted = 0
 
 
 class DownTrack:
@@ -253,6 +255,7 @@ class DownTrack:
         if old is not None:
             old.downtracks = [d for d in old.downtracks if d is not self]
         self.receiver = None
+        self.selector.current_spatial = -1
 
     def _replay_after(self, receiver: Receiver, ext_seq: int, now: float) -> None:
         """The keyframe's first packet came late (e.g. recovered by upstream RTX): the rest
@@ -477,10 +480,15 @@ class Receiver:
     def on_packet(self, data: bytes, view: RtpView, ext_seq: int, ext_ts: int,
                   now: float) -> None:
         self.last_packet_at = now
+        track = self.track
         if not self.active:
-            self.track.set_active(self, True, now)
-        if view.payload_size == 0:
-            self.counters.dropped_padding += 1  # padding probes are never forwarded
+            track.set_active(self, True, now)
+        if view.payload_size == 0 or track.muted:
+            # padding probes are never forwarded, nor anything of a muted track
+            if track.muted:
+                self.counters.dropped_muted += 1
+            else:
+                self.counters.dropped_padding += 1
             for dt in self.downtracks:
                 dt.munger.drop(ext_seq)
             return
@@ -587,6 +595,8 @@ class PublishedTrack:
         # would do
         self.announced: list[bool] | None = None
         self._fewer_since: float | None = None
+        #: muted (by its publisher or an admin): nothing of it is forwarded
+        self.muted = False
 
     @property
     def simulcast(self) -> bool:
@@ -658,6 +668,17 @@ class PublishedTrack:
                 if any(dt.selector.keyframe_wanted() == receiver.layer
                        for dt in receiver.pending):
                     receiver.request_keyframe(now)
+
+    def set_muted(self, muted: bool, now: float) -> None:
+        """Stop forwarding (the subscribers' streams keep their numbering: dropped packets
+        leave no gap) or start again; video restarts at a keyframe."""
+        if muted == self.muted:
+            return
+        self.muted = muted
+        if not muted and self.kind == "video":
+            for dt in self.downtracks:
+                dt.stop_forwarding()
+                self.refresh(dt, now)
 
     def needed_layers(self) -> list[bool]:
         """Dynacast: the layers some subscriber may receive, i.e. every layer up to the

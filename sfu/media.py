@@ -272,6 +272,7 @@ class Peer:
                 nack=any("nack" in c.rtcp_feedback for c in media.codecs))
             node.published[track.sid] = published
             self.tracks_by_mid[media.mid] = published
+            published.set_muted(track.muted, time.monotonic())
             if rids:
                 continue  # bound from the first packets' rid header extensions
             # signalled with a=ssrc (aiortc, Firefox) or a=ssrc-group:SIM (lowest first)
@@ -1003,7 +1004,7 @@ class MediaNode:
                                "can_subscribe": perm.can_subscribe,
                                "can_publish_data": perm.can_publish_data},
                 "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid, "source": t.source,
-                            "layers": [dict(layer) for layer in t.layers]}
+                            "muted": t.muted, "layers": [dict(layer) for layer in t.layers]}
                            for t in p.tracks.values()],
                 "unsubscribed": sorted(p.unsubscribed)}
 

@@ -162,6 +162,7 @@ class MediaCollector:
                                    ("malformed_rtcp",): fwd.get("malformed_rtcp", 0),
                                    ("malformed_vp8",): fwd.get("malformed_vp8", 0),
                                    ("temporal_layer",): fwd.get("dropped_temporal", 0),
+                                   ("muted",): fwd.get("dropped_muted", 0),
                                    ("malformed",): snap.get("malformed_publisher_packets", 0)})
         yield counter("sfu_nacks", "NACK packets, received from subscribers (in) or sent to "
                       "publishers (out).", ["direction"],

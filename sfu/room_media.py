@@ -9,7 +9,7 @@ Commands (``op``):
 
 - ``join`` / ``update``: ``{"op", "session", "participant": {sid, identity, hidden,
   permission: {can_publish, can_subscribe, can_publish_data}, tracks: [{sid, kind, mid,
-  source, layers}],
+  source, muted, layers}],
   unsubscribed: [track sid]}}`` — a participant's current state, as the room service has it;
 - ``leave``: ``{"op", "session"}``;
 - ``signal``: ``{"op", "session", "msg"}`` — an ``offer`` / ``answer`` / ``trickle`` message
@@ -54,6 +54,7 @@ class MediaTrack:
     #: add_track's simulcast_layers: [{rid, quality, width, height}]
     layers: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    muted: bool = False
 
 
 @dataclass(slots=True)
@@ -79,7 +80,8 @@ class MediaParticipant:
                                        can_subscribe=bool(perm["can_subscribe"]),
                                        can_publish_data=bool(perm["can_publish_data"])),
             tracks={t["sid"]: MediaTrack(t["sid"], t["kind"], t["mid"], list(t.get("layers", [])),
-                                         t.get("source", "")) for t in d["tracks"]},
+                                         t.get("source", ""), bool(t.get("muted", False)))
+                    for t in d["tracks"]},
             unsubscribed=set(d["unsubscribed"]))
 
     def to_wire(self) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class MediaParticipant:
                                "can_subscribe": perm.can_subscribe,
                                "can_publish_data": perm.can_publish_data},
                 "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid, "source": t.source,
-                            "layers": [dict(layer) for layer in t.layers]}
+                            "muted": t.muted, "layers": [dict(layer) for layer in t.layers]}
                            for t in self.tracks.values()],
                 "unsubscribed": sorted(self.unsubscribed)}
 
@@ -126,6 +128,10 @@ class RoomMedia:
                 self.peers[session] = peer
             else:
                 peer.participant = member
+            for track in member.tracks.values():
+                published = self.node.published.get(track.sid)
+                if published is not None:
+                    published.set_muted(track.muted, now)
             self.dirty = True
             return self.resubscribe()
         if op == "leave":

@@ -16,7 +16,8 @@ from typing import Any
 from signaling import errors as E
 from signaling.errors import CLOSE_LEFT, ProtocolError
 
-ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
+ROOM_TYPES = ("conference", "webinar")
 
 
 class RoomError(ProtocolError):
@@ -121,11 +122,26 @@ class Room:
     empty_timeout_s: float
     max_participants: int
     metadata: str = ""
+    #: ``conference`` (everyone may publish) or ``webinar`` (only moderators publish media;
+    #: applied to the tokens the REST API mints for the room)
+    type: str = "conference"
+    #: participants wait to be admitted (the meeting page's lobby; stored and reported)
+    waiting_room: bool = False
+    #: record the room when the recorder is available (stored and reported)
+    auto_record: bool = False
+    #: when the meeting is scheduled to start (unix s), if scheduled
+    start_time: float | None = None
+    #: when the first participant joined (unix s): the room is live from then on
+    started_at: float | None = None
     participants: dict[str, Participant] = field(default_factory=dict)  # by identity
     empty_since: float | None = None
 
     def visible(self) -> list[Participant]:
         return [p for p in self.participants.values() if not p.hidden]
+
+    def live_for_s(self, now: float) -> float | None:
+        """How long the room has been live (since its first join); None before that."""
+        return None if self.started_at is None else max(0.0, now - self.started_at)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -160,11 +176,24 @@ class RoomService:
         return self._id("SE_", 22)
 
     # -- rooms -------------------------------------------------------------------------------
-    def create_room(self, name: str, now: float, *, empty_timeout_s: float | None = None,
+    def create_room(self, name: str | None, now: float, *, empty_timeout_s: float | None = None,
                     max_participants: int | None = None, metadata: str = "",
+                    room_type: str = "conference", waiting_room: bool = False,
+                    auto_record: bool = False, start_time: float | None = None,
                     exist_ok: bool = False) -> Room:
+        """A new room; ``name=None`` picks a fresh generated name.
+
+        A room nobody has joined closes ``empty_timeout_s`` after it was created, or after its
+        ``start_time`` when that is later (a meeting scheduled for tomorrow stays until then).
+        """
+        if name is None:
+            name = self._id("room-", 12)
+            while name in self.rooms:  # pragma: no cover - 57**12 names
+                name = self._id("room-", 12)
         if not ROOM_NAME_RE.match(name):
             raise RoomError(E.INVALID_MESSAGE, "room name must match [A-Za-z0-9_.-]{1,128}")
+        if room_type not in ROOM_TYPES:
+            raise RoomError(E.INVALID_MESSAGE, f"room type must be one of {', '.join(ROOM_TYPES)}")
         existing = self.rooms.get(name)
         if existing is not None:
             if exist_ok:
@@ -176,7 +205,9 @@ class RoomService:
                              else empty_timeout_s),
             max_participants=(self.default_max_participants if max_participants is None
                               else max_participants),
-            metadata=metadata, empty_since=now,
+            metadata=metadata, type=room_type, waiting_room=waiting_room,
+            auto_record=auto_record, start_time=start_time,
+            empty_since=now if start_time is None else max(now, start_time),
         )
         self.rooms[name] = room
         return room
@@ -230,6 +261,8 @@ class RoomService:
         )
         room.participants[identity] = p
         room.empty_since = None
+        if room.started_at is None:
+            room.started_at = now
         self.dirty_rooms.add(room.name)
         self.by_session[p.session_id] = p
         if not p.hidden:
@@ -345,7 +378,22 @@ class RoomService:
         if track.muted == muted:
             return []
         track.muted = muted
+        self.dirty_rooms.add(p.room)  # the media side stops / resumes forwarding it
         return self._announce_update(p, was_hidden=p.hidden)
+
+    def send_data(self, room_name: str, *, payload: str, kind: str = "reliable",
+                  topic: str | None = None,
+                  destination_identities: Iterable[str] | None = None) -> list[Out]:
+        """A ``data`` message from the server (an admin) to the room's connected participants,
+        or only to ``destination_identities`` when given and not empty."""
+        room = self.get_room(room_name)
+        wanted = set(destination_identities or ())
+        body: dict[str, Any] = {"type": "data", "payload": payload, "kind": kind,
+                                "from_identity": None}
+        if topic is not None:
+            body["topic"] = topic
+        return [Out(p.session_id, body) for p in room.participants.values()
+                if p.connected and (not wanted or p.identity in wanted)]
 
     # -- time ------------------------------------------------------------------------------
     def handle_timeout(self, now: float) -> list[Out]:

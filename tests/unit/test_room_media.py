@@ -9,10 +9,10 @@ def test_participant_state_round_trips_through_msgpack() -> None:
     wire = {"sid": "PA_1", "identity": "alice", "hidden": False,
             "permission": {"can_publish": True, "can_subscribe": False,
                            "can_publish_data": True},
-            "tracks": [{"sid": "TR_1", "kind": "video", "mid": "0", "source": "camera",
+            "tracks": [{"sid": "TR_1", "kind": "video", "mid": "0", "source": "camera", "muted": False,
                         "layers": [{"rid": "q", "quality": "low", "width": 320,
                                     "height": 180}]},
-                       {"sid": "TR_2", "kind": "audio", "mid": None, "source": "microphone",
+                       {"sid": "TR_2", "kind": "audio", "mid": None, "source": "microphone", "muted": True,
                         "layers": []}],
             "unsubscribed": ["TR_9"]}
     cmd = {"op": "join", "session": "SE_1", "participant": wire}

@@ -257,3 +257,23 @@ def test_dynacast_announces_more_at_once_and_fewer_after_a_delay() -> None:
     assert track.dynacast(9.1) == [True, False, False]  # nobody receives: the lowest only
     track.remove_downtrack(dt)
     assert track.needed_layers() == [True, False, False]
+
+
+def test_a_muted_track_is_not_forwarded_and_resumes_at_a_keyframe() -> None:
+    rng = random.Random(21)
+    track, dt, out, publisher = make(rng)
+    for _ in range(5):
+        publisher.send_frame()
+    count = len(out)
+    track.set_muted(True, publisher.frame * FRAME_S)
+    for _ in range(20):
+        publisher.send_frame()
+    assert len(out) == count
+    assert track.counters.dropped_muted > 0
+    track.set_muted(False, publisher.frame * FRAME_S)
+    for _ in range(10):
+        publisher.send_frame()
+    assert len(out) > count
+    first = parse_descriptor(parse_rtp(out[count]).payload(out[count]))
+    assert first.is_keyframe
+    check_stream(out)  # seq / picture id continue across the mute
