@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="per client: signaling, ICE and DTLS (default 30)")
     live.add_argument("--concurrency", type=_positive_int, default=16, metavar="C",
                       help="subscribers connecting at once (default 16)")
+    for parser in (fwd, live):
+        parser.add_argument("--sweep", action="store_true",
+                            help="raise --subscribers by 1.5x per run (each with its own "
+                                 "daemon) until loss passes 1 %% or a run is invalid; report "
+                                 "the capacity")
+        parser.add_argument("--sweep-max", type=_positive_int, default=600, metavar="N",
+                            help="largest subscriber count a sweep tries (default 600)")
+        parser.add_argument("--png", metavar="FILE",
+                            help="with --sweep: plot the capacity to this PNG (matplotlib)")
+        parser.add_argument("--capacity-json", metavar="FILE",
+                            help="with --sweep: record the headline numbers in this JSON file "
+                                 "(e.g. bench/capacity.json; other modes' entries are kept)")
 
     floor = sub.add_parser(
         "floor", help="the same stream through a plain UDP + SRTP fan-out (no SFU logic)",
@@ -151,16 +163,29 @@ def main(argv: list[str] | None = None) -> int:
                 daemon_log_level=args.daemon_log_level)
             if args.room:
                 opts.room = args.room
-            report, rc = run_forward(opts)
+            if args.sweep:
+                from .sweep import run_sweep
+
+                report, rc = run_sweep(opts, maximum=args.sweep_max, png=args.png,
+                                       capacity_json=args.capacity_json)
+            else:
+                report, rc = run_forward(opts)
         elif args.command == "livestream":
             from .forward import ForwardOptions, run_forward
 
-            report, rc = run_forward(ForwardOptions(
+            live_opts = ForwardOptions(
                 subscribers=args.subscribers, duration_s=args.duration, warmup_s=args.warmup,
                 decode=min(args.decode, args.subscribers), connect_timeout_s=args.connect_timeout,
                 concurrency=args.concurrency, pin=args.pin, show_progress=not args.json,
                 fps=args.fps, video_bitrate_bps=args.video_bitrate, simulcast=True,
-                switches=args.switches))
+                switches=args.switches)
+            if args.sweep:
+                from .sweep import run_sweep
+
+                report, rc = run_sweep(live_opts, maximum=args.sweep_max, png=args.png,
+                                       capacity_json=args.capacity_json)
+            else:
+                report, rc = run_forward(live_opts)
         else:
             from .floor import FloorOptions, run_floor
 
@@ -182,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(report: dict[str, object]) -> str:
     """The report for humans: the headline numbers, then the JSON."""
+    if str(report.get("mode", "")).endswith("-sweep"):
+        return (f"{report['mode']}: capacity {report['capacity_subscribers']} subscribers "
+                f"at < {report['loss_limit_pct']} % loss\n" + json.dumps(report, indent=2))
     lines = [
         f"{report['mode']}: {report['subscribers']} subscribers, {report['duration_s']} s",
         f"  forwarded        {report['forwarded_packets']} packets, "
