@@ -789,6 +789,24 @@ class SendSideBwe:
             self._win_start = now
         self._refresh(now)
 
+    def on_probe_result(self, delivered_bps: float, now: float) -> None:
+        """A probe got ``delivered_bps`` through (acknowledged by feedback) without the
+        delay detector seeing overuse: the path carries at least that much, so the
+        estimate starts from there (libwebrtc sets its delay-based estimate from probe
+        results the same way) instead of creeping up additively."""
+        if self.usage == "overuse" or delivered_bps <= 0:
+            return
+        aimd = self._aimd
+        rate = min(float(delivered_bps), aimd.max_bps)
+        if rate > aimd.bitrate_bps:
+            aimd.bitrate_bps = rate
+            aimd._forget_capacity()  # a faster path than the one learned
+            aimd.last_action = "increase"
+        loss = self._loss
+        if loss.bound_bps < rate:
+            loss.bound_bps = rate
+        self._refresh(now)
+
     def on_remb(self, bitrate_bps: int, now: float) -> None:
         """The subscriber's REMB; used when transport-cc feedback is absent or stale."""
         self._remb_bps = max(int(bitrate_bps), 0)

@@ -70,7 +70,7 @@ class ForwardCounters:
                  "retransmitted", "rtx_upstream", "pli_out", "pli_in", "sr_out",
                  "waiting_keyframe", "unknown_ssrc", "malformed_rtcp", "layer_switches",
                  "dropped_temporal", "malformed_vp8", "probe_packets", "stream_pauses",
-                 "dropped_muted")
+                 "dropped_muted", "rtx_duplicates")
 
     def __init__(self) -> None:
         self.forwarded = 0
@@ -92,6 +92,7 @@ class ForwardCounters:
         self.probe_packets = 0
         self.stream_pauses = 0
         self.dropped_muted = 0
+        self.rtx_duplicates = 0
 
 
 class DownTrack:
@@ -307,7 +308,9 @@ class DownTrack:
         c.nacks_in += 1
         sequencer = self.sequencer
         layers = self.track.layers
-        for ext_seq, out_seq in sequencer.nacked(seqs, now, self.rtt_s):
+        # at most one retransmission of a packet per RTT, and never more often than every
+        # 40 ms: NACKs repeated by an impatient receiver must not flood a congested link
+        for ext_seq, out_seq in sequencer.nacked(seqs, now, max(self.rtt_s, 0.04)):
             entry = sequencer.get(out_seq)
             if entry is None:
                 continue

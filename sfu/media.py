@@ -173,7 +173,12 @@ class Peer:
         self.tcc = [1]  # the subscriber transport's transport-wide sequence number
         # the subscriber transport's bandwidth: estimate, allocation, probes
         self.bwe = SendSideBwe()
-        self.allocator = Allocator()
+        # 1.2: one overuse (a keyframe, a probe's overshoot) puts the estimate at 0.85 x
+        # what was delivered, below what is allocated; only a larger shortfall is
+        # congestion that must move layers down at once
+        # probes step 1.3x the estimate (not 2x): a probe overshooting a full link loses
+        # media, and a successful probe sets the estimate, so steps chain quickly
+        self.allocator = Allocator(tolerance=1.2, probe_step_ratio=1.3)
         self.managed = False  # the estimate limits layers (after the first congestion)
         self._remb_low_since: float | None = None
         self._next_allocation = 0.0
@@ -381,6 +386,12 @@ class Peer:
         if receiver is None or stream is None:
             return
         ext_seq = stream.unwrap.unwrap(view.seq)
+        if receiver.cache.get(ext_seq) is not None:
+            # a copy of a packet we have (Chromium probes its uplink by resending recent
+            # packets on RTX): forwarding it again would look like loss downstream (the
+            # subscriber's SRTP replay check drops it) and inflate the layer's bitrate
+            self.node.fwd.rtx_duplicates += 1
+            return
         ext_ts = self.ts_unwrap[view.ssrc].unwrap(view.timestamp)
         receiver.on_packet(data, view, ext_seq, ext_ts, now)
 
@@ -570,7 +581,8 @@ class Peer:
         subscriber at low layers."""
         bwe = self.bwe
         if bwe.source == "transport-cc":
-            return bwe.state == "decrease" and bwe.estimate_bps < demand_bps
+            return bwe.estimate_bps < demand_bps and (
+                bwe.state == "decrease" or bwe.usage == "overuse" or bwe.loss_fraction > 0.1)
         if bwe.source == "remb":
             sending = sum(dt.receiver.bitrate_bps for dt in self.downtracks.values()
                           if dt.receiver is not None)
@@ -624,12 +636,29 @@ class Peer:
             self._next_allocation = min(self._next_allocation, allocation.wake_at)
 
     def _send_probe(self, probe: Probe, now: float) -> None:
-        """One tick's worth of RTX padding at the probe's rate, on a video down-track."""
+        """One tick's worth of RTX padding at the probe's rate, on a video down-track (a
+        paused one will do: that is how a paused subscriber finds room to resume).
+
+        The probe succeeds when the feedback acknowledges the target rate without the
+        delay detector seeing overuse (what it delivered, as libwebrtc judges probes; the
+        estimate is then set from it), and stops at once on overuse: padding on top of
+        a full queue only loses media."""
+        bwe = self.bwe
+        acked = bwe.acked_bps or 0.0
+        if bwe.usage == "overuse":
+            self.allocator.probe_result(False, now)
+            self._probe = None
+            return
+        if acked >= 0.95 * probe.target_bps or bwe.estimate_bps >= probe.target_bps:
+            bwe.on_probe_result(acked, now)
+            self.allocator.probe_result(True, now)
+            self._probe = None
+            return
         if now >= probe.ends_at:
             self._probe = None
             return
         dt = next((d for d in self.downtracks.values()
-                   if d.track.kind == "video" and d.rtx_ssrc is not None and d.started), None)
+                   if d.track.kind == "video" and d.rtx_ssrc is not None), None)
         if dt is None:
             self.allocator.probe_result(False, now)
             self._probe = None
@@ -642,9 +671,6 @@ class Peer:
             budget -= len(packet)
             self.node.fwd.probe_packets += 1
             self._send_subscriber_rtp(packet)
-        if self.bwe.estimate_bps >= probe.target_bps:
-            self.allocator.probe_result(True, now)
-            self._probe = None
 
     async def _start_publisher(self, neg: sdpmod.PublisherNegotiation) -> None:
         assert self.pub is not None

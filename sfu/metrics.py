@@ -48,6 +48,10 @@ http_request_duration = Histogram(
     "sfu_http_request_duration_seconds", "HTTP request handling time.", ["route", "method"],
     registry=REGISTRY,
 )
+api_errors = Counter(
+    "sfu_api_errors_total", "REST API requests refused or failed, by error code.", ["code"],
+    registry=REGISTRY,
+)
 
 # Signaling
 rooms = Gauge("sfu_rooms", "Rooms open on this node.", registry=REGISTRY)
@@ -163,6 +167,7 @@ class MediaCollector:
                                    ("malformed_vp8",): fwd.get("malformed_vp8", 0),
                                    ("temporal_layer",): fwd.get("dropped_temporal", 0),
                                    ("muted",): fwd.get("dropped_muted", 0),
+                                   ("rtx_duplicate",): fwd.get("rtx_duplicates", 0),
                                    ("malformed",): snap.get("malformed_publisher_packets", 0)})
         yield counter("sfu_nacks", "NACK packets, received from subscribers (in) or sent to "
                       "publishers (out).", ["direction"],
