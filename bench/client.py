@@ -9,7 +9,8 @@
 - :class:`BenchSubscriber` answers the server's subscriber offers, connects, and counts
   what arrives (:class:`bench.rtp.ReceiverCore`), sending RRs, transport-cc feedback, NACKs
   and PLIs; optionally it depacketizes and decodes the video (and lists every decoded
-  frame), and chooses a simulcast layer with ``track_settings``.
+  frame), and chooses a simulcast layer with ``track_settings``. With ``via`` it sends to
+  that address (a relay in front of the server) instead of the server's candidate.
 
 Per-packet work is synchronous and small; periodic RTCP of every client in the process
 runs from one shared :class:`Ticker` rather than a timer per client. Nothing is logged per
@@ -335,9 +336,19 @@ class BenchSubscriber(_Client):
     def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
                  ticker: Ticker, *, decode: bool = False, rng: random.Random | None = None,
                  delay_every: int = 4, drop_rate: float = 0.0,
-                 record_frames: bool = False) -> None:
+                 record_frames: bool = False, via: tuple[str, int] | None = None) -> None:
         super().__init__(url, token, name, certificate, rng or random.Random())
         self.ticker = ticker
+        #: Where the transport sends (ICE, DTLS, SRTP, SRTCP) instead of the server's
+        #: candidate: e.g. a relay in front of the server (None: the candidate).
+        self.via = via
+        #: The server's latest subscriber offer.
+        self.offer: SessionDescription | None = None
+        #: Every ``stream_state`` update received, with its arrival (monotonic seconds).
+        self.stream_states: list[tuple[float, Message]] = []
+        #: Called with every decrypted RTP packet and its arrival (monotonic seconds),
+        #: after :attr:`core` has taken it.
+        self.rtp_observer: Callable[[bytes, float], None] | None = None
         self.core = ReceiverCore(self.rng.getrandbits(32) or 1, wall_offset_s=WALL_OFFSET_S,
                                  decode=decode, delay_every=delay_every,
                                  record_frames=record_frames)
@@ -372,7 +383,11 @@ class BenchSubscriber(_Client):
             {"type": "track_settings", "track_sids": list(track_sids), **settings}, timeout_s)
 
     def _on_rtp(self, data: bytes) -> None:
-        self.core.on_rtp(data, time.monotonic())
+        now = time.monotonic()
+        self.core.on_rtp(data, now)
+        observer = self.rtp_observer
+        if observer is not None:
+            observer(data, now)
 
     def _on_rtcp(self, data: bytes) -> None:
         self.core.on_rtcp(data, time.monotonic())
@@ -385,8 +400,12 @@ class BenchSubscriber(_Client):
             transport.send_rtcp(packet)
 
     def on_signal(self, msg: Message) -> None:
-        if msg.get("type") == "offer" and msg.get("target") == "subscriber":
+        kind = msg.get("type")
+        if kind == "offer" and msg.get("target") == "subscriber":
             self._answer(msg["sdp"])
+        elif kind == "stream_state":
+            now = time.monotonic()
+            self.stream_states += [(now, update) for update in msg.get("updates", ())]
 
     def _answer(self, sdp: str) -> None:
         transport = self.transport
@@ -399,6 +418,7 @@ class BenchSubscriber(_Client):
             self.offer_errors += 1
             self.error = f"{self.name}: bad subscriber offer: {exc}"
             return
+        self.offer = offer
         infos, tcc_id, abs_id = subscriber_streams(offer)
         self.core.set_streams(infos, tcc_id, abs_id)
         self.answers += 1
@@ -409,7 +429,7 @@ class BenchSubscriber(_Client):
                                         "sdp": answer}))
         if not self._connecting:
             self._connecting = True
-            self.spawn(self._connect(remote.address, remote.ufrag, remote.pwd,
+            self.spawn(self._connect(self.via or remote.address, remote.ufrag, remote.pwd,
                                      list(remote.fingerprints)))
 
     async def _connect(self, address: tuple[str, int], ufrag: str, pwd: str,
