@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -57,6 +58,10 @@ DATA_LABELS = ("_reliable", "_lossy")
 # Upstream NACKs and down-track SRs are driven by one node-wide timer at this interval
 # (a NACK is first sent 5 ms after a gap at the earliest, retried every RTT or 20 ms at most).
 NACK_TICK_S = 0.04
+#: Debugging aid: with this environment variable naming a file, every allocation's inputs
+#: (time, subscriber, estimate, track demands) are appended to it as JSON lines, so an
+#: allocation problem seen in the field can be replayed through the pure Allocator.
+ALLOCATOR_TRACE = os.environ.get("SFU_ALLOCATOR_TRACE", "")
 #: How often a subscriber's bandwidth is shared out again (sooner when the allocator asks).
 ALLOCATE_INTERVAL_S = 0.25
 #: A REMB-only subscriber (no transport-cc) is managed once, for this long, its REMB stayed
@@ -607,6 +612,8 @@ class Peer:
         if not self.managed and self._congested(demand_bps, now):
             self.managed = True
         estimate = self.bwe.estimate_bps if self.managed else None
+        if ALLOCATOR_TRACE:
+            self._trace_allocation(now, estimate, demands)
         allocation = self.allocator.allocate(estimate, demands, now)
         for sid, layer in allocation.layers.items():
             dt = self.downtracks.get(sid)
@@ -634,6 +641,18 @@ class Peer:
             self._probe = None
         if allocation.wake_at is not None:
             self._next_allocation = min(self._next_allocation, allocation.wake_at)
+
+    def _trace_allocation(self, now: float, estimate: int | None,
+                          demands: list[TrackDemand]) -> None:
+        line = json.dumps({"t": round(now, 3), "subscriber": self.participant.identity,
+                           "estimate_bps": estimate, "tracks": [
+                               {"track_sid": d.track_sid, "kind": d.kind, "source": d.source,
+                                "priority": d.priority, "is_speaker": d.is_speaker,
+                                "max_layer": d.max_layer,
+                                "layer_bitrates_bps": list(d.layer_bitrates_bps)}
+                               for d in demands]})
+        with open(ALLOCATOR_TRACE, "a") as f:
+            f.write(line + "\n")
 
     def _send_probe(self, probe: Probe, now: float) -> None:
         """One tick's worth of RTX padding at the probe's rate, on a video down-track (a

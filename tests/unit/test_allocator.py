@@ -7,6 +7,7 @@ not react to probes, so a probe succeeds when the recorded estimate reaches its 
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -509,3 +510,43 @@ def test_invariants_under_random_inputs(seed: int) -> None:
                 history[sid].append((now, layer))
     for sid in sids:
         assert_no_fast_oscillation(history[sid], HOLD_S)
+
+
+def test_replay_of_a_recorded_run_keeps_priorities_and_never_flaps() -> None:
+    """Inputs recorded from a real run (``SFU_ALLOCATOR_TRACE`` while
+    tests/integration/test_congestion.py's priorities test ran: three simulcast cameras,
+    one at priority 200, a subscriber behind a shaping relay whose cap went from roomy to
+    one-high-two-low to below the lowest layers and back)."""
+    path = Path(__file__).parent / "traces" / "allocator_recorded_priorities.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    assert len(rows) > 100 and any(r["estimate_bps"] for r in rows)
+    alloc = Allocator()
+    history: dict[str, list[tuple[float, int]]] = {}
+    preferred_ok = 0
+    for row in rows:
+        demands = [TrackDemand(**{**t, "layer_bitrates_bps": tuple(t["layer_bitrates_bps"])})
+                   for t in row["tracks"]]
+        result = alloc.allocate(row["estimate_bps"], demands, row["t"])
+        if result.probe is not None:
+            alloc.probe_result(True, row["t"] + result.probe.duration_s / 2)
+        videos = [d for d in demands if d.kind == "video"]
+        top = [d for d in videos if d.priority == 200]
+        rest = [d for d in videos if d.priority != 200]
+        for d in videos:
+            history.setdefault(d.track_sid, []).append((row["t"], result.layers[d.track_sid]))
+        if top and rest:
+            high = result.layers[top[0].track_sid]
+            # the priority track never gets less than a lower-priority one ...
+            assert all(high >= result.layers[d.track_sid] for d in rest), row["t"]
+            # ... and is never paused while one of them is not
+            if high < 0:
+                assert all(result.layers[d.track_sid] < 0 for d in rest), row["t"]
+            preferred_ok += 1
+    assert preferred_ok > 50
+    for sid, seq in history.items():
+        changes = [(t, layer) for (t, layer), (_, before) in
+                   zip(seq[1:], seq, strict=False) if layer != before]
+        # no up -> down -> up of one track within the hold time
+        for (t1, a), (t2, b), (t3, c) in zip(changes, changes[1:], changes[2:], strict=False):
+            if b < a and c > b:
+                assert t3 - t2 >= alloc.hold_s - 0.3, (sid, t1, t2, t3)
