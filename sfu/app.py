@@ -9,6 +9,7 @@ A second SIGINT exits at once.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from aiohttp import web
 
 import sfu
 from sfu import log, metrics
+from sfu.api import ApiServer
 from sfu.config import Config
 from sfu.httpserver import make_http_app, make_metrics_app
 from sfu.media import MediaNode
@@ -28,6 +30,18 @@ from signaling.auth import TokenVerifier
 from turn.shell import TurnService
 
 logger = log.get("sfu.app")
+
+HTTP_MAX_LINE_BYTES = 32 * 1024
+
+
+def own_http_url(cfg: Config) -> str:
+    """This daemon's HTTP address as a URL (loopback when it listens on every address)."""
+    host = cfg.server.http_host
+    ip = ipaddress.ip_address(host)
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    shown = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"http://{shown}:{cfg.server.http_port}"
 
 
 class App:
@@ -58,6 +72,10 @@ class App:
         self.signal = SignalServer(cfg, verifier=self.verifier, rooms=self.rooms,
                                    api_secrets=secrets, media=self.media,
                                    ice_servers=self.turn.ice_servers if self.turn else None)
+        self.api = ApiServer(cfg.api, verifier=self.verifier, rooms=self.rooms,
+                             deliver=self._deliver, minting_keys=secrets,
+                             join_base_url=cfg.api.join_base_url or own_http_url(cfg),
+                             participant_media=self.media.participant_media)
         self.draining = False
 
     def _deliver(self, outs: list[Out]) -> None:
@@ -89,6 +107,7 @@ class App:
 
         http_app = make_http_app(is_ready=self.is_ready)
         self.signal.mount(http_app)
+        self.api.mount(http_app)
         runners: list[web.AppRunner] = []
         await self.media.start()
         if self.turn is not None:
@@ -119,7 +138,11 @@ class App:
         return 0
 
     async def _start(self, app: web.Application, host: str, port: int) -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # request lines and header fields up to 32 KiB (aiohttp's default is 8190 bytes):
+        # access tokens may be 16 KiB, in /rtc?access_token= or in an Authorization header
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               max_line_size=HTTP_MAX_LINE_BYTES,
+                               max_field_size=HTTP_MAX_LINE_BYTES)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         return runner

@@ -127,7 +127,7 @@ class SignalingConfig:
 class ApiConfig:
     rate_limit_per_s: float = _f(20.0, 0.1, 100000)
     rate_limit_burst: int = _f(40, 1, 1000000)
-    max_request_bytes: int = _f(262144, 1024, 16 * 1024 * 1024)
+    max_request_bytes: int = _f(4 * 1024 * 1024, 1024, 16 * 1024 * 1024)
     cors_origins: list[str] = _f([])
     join_base_url: str = _f("")
 

@@ -1,5 +1,6 @@
-"""The HTTP port (health, readiness, signaling, later the REST API and meeting page) and the
-metrics port, as aiohttp applications. The composition root decides what is mounted."""
+"""The HTTP port (health, readiness, signaling at /rtc, the REST API under /api/, later the
+meeting page) and the metrics port, as aiohttp applications. The composition root decides what
+is mounted: ``SignalServer.mount`` and ``ApiServer.mount`` add their routes."""
 
 from __future__ import annotations
 

@@ -1,0 +1,242 @@
+"""The OpenAPI document and the request validators, built from the route table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import schemathesis
+from jsonschema import Draft202012Validator
+from multidict import MultiDict
+
+from sfu.api import jsonbody
+from sfu.api.errors import CODES, ApiError
+from sfu.api.openapi import RequestValidators, build_document, error_statuses
+from sfu.api.routes import ROUTES, ApiCore, Route
+from sfu.api.schemas import PREFIX
+from sfu.config import ApiConfig
+from signaling.messages import load_schema
+
+DOC = build_document(ROUTES, version="0.1.0")
+VALIDATORS = RequestValidators(DOC, ROUTES)
+BY_ID = {r.operation_id: r for r in ROUTES}
+
+
+def refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(refs(v) for v in node))
+    return set()
+
+
+def test_every_route_is_documented_once_with_its_statuses() -> None:
+    ops = [(path, method, op) for path, item in DOC["paths"].items()
+           for method, op in item.items()]
+    assert len(ops) == len(ROUTES)
+    assert len({op["operationId"] for _, _, op in ops}) == len(ROUTES)
+    for path, method, op in ops:
+        route = BY_ID[op["operationId"]]
+        assert (path, method.upper()) == (route.path, route.method)
+        assert set(op["responses"]) == {str(route.status), *map(str, error_statuses(route))}
+        assert [p["name"] for p in op.get("parameters", [])] == \
+            [p.name for p in route.path_params]
+        assert callable(route.handler) and hasattr(ApiCore, route.handler.__name__)
+
+
+def test_document_is_openapi_3_1_and_its_refs_resolve() -> None:
+    assert DOC["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(DOC).validate()  # against the OpenAPI 3.1 meta-schema
+    schemas = DOC["components"]["schemas"]
+    for ref in refs(DOC):
+        assert ref.startswith(PREFIX) and ref.removeprefix(PREFIX) in schemas, ref
+    for schema in schemas.values():
+        Draft202012Validator.check_schema(schema)
+    json.dumps(DOC)  # serialisable as is
+
+
+def test_shared_objects_are_the_signaling_contracts() -> None:
+    common = load_schema("common")["$defs"]
+    schemas = DOC["components"]["schemas"]
+    for name in ("ParticipantInfo", "TrackInfo", "Permission", "PermissionUpdate",
+                 "room_name", "identity", "metadata", "payload"):
+        text = json.dumps(common[name]).replace("common.json#/$defs/", PREFIX)
+        assert json.loads(text) == schemas[name], name
+
+
+def test_error_codes_are_documented() -> None:
+    enum = DOC["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+    assert enum == {"enum": list(CODES)}
+
+
+def test_responses_name_their_headers() -> None:
+    create = DOC["paths"]["/api/rooms"]["post"]["responses"]
+    assert create["201"]["headers"]["Location"]["required"] is True
+    assert "Retry-After" in create["429"]["headers"]
+    assert "WWW-Authenticate" in create["401"]["headers"]
+    assert create["201"]["links"]["getRoom"] == {
+        "operationId": "getRoom", "parameters": {"room": "$response.body#/name"}}
+    public = DOC["paths"]["/api/openapi.json"]["get"]
+    assert public["security"] == [] and "401" not in public["responses"]
+
+
+# -- request validation ----------------------------------------------------------------------------
+
+def body_error(op: str, body: Any) -> str:
+    with pytest.raises(ApiError) as e:
+        VALIDATORS.body(BY_ID[op], body)
+    assert (e.value.status, e.value.code) == (422, "invalid_request")
+    return e.value.message
+
+
+@pytest.mark.parametrize(("op", "body", "message"), [
+    ("createRoom", {"name": "a b"}, "body.name: 'a b' does not match"),
+    ("createRoom", {"name": "trailing-newline\n"}, "body.name: 'trailing-newline\\n' does not"),
+    ("createRoom", {"name": "r" * 129}, "body.name: "),
+    ("createRoom", {"type": "party"}, "body.type: 'party' is not one of ['conference', 'webinar']"),
+    ("createRoom", {"max_participants": -1}, "body.max_participants: -1 is less than"),
+    ("createRoom", {"max_participants": 100001}, "body.max_participants: 100001 is greater"),
+    ("createRoom", {"empty_timeout_s": 9.9}, "body.empty_timeout_s: 9.9 is less than"),
+    ("createRoom", {"start_time": -1}, "body.start_time: -1 is less than"),
+    ("createRoom", {"waiting_room": "yes"}, "body.waiting_room: 'yes' is not of type 'boolean'"),
+    ("createRoom", {"metadata": "m" * 65537}, "body.metadata: 'mmmm"),
+    ("createRoom", [], "body: [] is not of type 'object'"),
+    ("updateRoom", {}, "body: 'metadata' is a required property"),
+    ("updateParticipant", {}, "body: {} should be non-empty"),
+    ("updateParticipant", {"permission": {"can_fly": True}},
+     "body.permission: Additional properties are not allowed ('can_fly'"),
+    ("updateParticipant", {"permission": {"can_publish_sources": ["radio"]}},
+     "body.permission.can_publish_sources[0]: 'radio' is not one of"),
+    ("muteTrack", {"muted": 1}, "body.muted: 1 is not of type 'boolean'"),
+    ("sendData", {"payload": "not base64!"}, "body.payload: 'not base64!' does not match"),
+    ("sendData", {"payload": "aGk=", "kind": "bulk"}, "body.kind: 'bulk' is not one of"),
+    ("createToken", {"room": "r"}, "body: 'identity' is a required property"),
+    ("createToken", {"room": "r", "identity": "a", "role": "admin"}, "body.role: 'admin' is not"),
+    ("createToken", {"room": "r", "identity": "a", "ttl_s": 604801}, "body.ttl_s: 604801 is"),
+])
+def test_body_validation(op: str, body: Any, message: str) -> None:
+    assert body_error(op, body).startswith(message)
+
+
+def test_long_values_are_shortened_in_messages() -> None:
+    message = body_error("createRoom", {"metadata": "m" * 65537})
+    assert len(message) < 200 and "… (" not in message
+
+
+@pytest.mark.parametrize(("op", "body"), [
+    ("createRoom", {}),
+    ("createRoom", {"name": "a.B-9_z", "type": "webinar", "max_participants": 0,
+                    "empty_timeout_s": 86400, "waiting_room": True, "auto_record": False,
+                    "metadata": "", "start_time": 0}),
+    ("updateParticipant", {"permission": {}}),
+    ("sendData", {"payload": "", "destination_identities": []}),
+    ("createToken", {"room": "r", "identity": "\u00e9\u0000 x", "ttl_s": 60}),
+])
+def test_body_validation_accepts(op: str, body: Any) -> None:
+    assert VALIDATORS.body(BY_ID[op], body) == body
+
+
+def test_path_validation_and_no_query() -> None:
+    route = BY_ID["muteTrack"]
+    ok = {"room": "r", "identity": "any thing/\u00e9", "track_sid": "TR_x"}
+    assert VALIDATORS.path(route, ok) == ok
+    with pytest.raises(ApiError) as e:
+        VALIDATORS.path(route, {**ok, "room": "a b"})
+    assert e.value.message.startswith("path.room: 'a b' does not match")
+    with pytest.raises(ApiError) as e:
+        VALIDATORS.path(route, {**ok, "track_sid": "x" * 65})
+    assert e.value.message.startswith("path.track_sid: ")
+    VALIDATORS.no_query(MultiDict())
+    with pytest.raises(ApiError) as e:
+        VALIDATORS.no_query(MultiDict([("room", "r")]))
+    assert (e.value.status, e.value.message) == (422, "query.room: unknown query parameter")
+    with pytest.raises(ApiError) as e:
+        VALIDATORS.no_query(MultiDict([("x" * 100, "r")]))
+    assert e.value.message.startswith("query.'xxxx") and len(e.value.message) < 120
+
+
+def test_validators_follow_the_document() -> None:
+    """The validators read the schemas from the document they are given (no second copy)."""
+    doc = build_document(ROUTES, version="0")
+    doc["components"]["schemas"]["MuteTrack"]["required"] = []
+    relaxed = RequestValidators(doc, ROUTES)
+    assert relaxed.body(BY_ID["muteTrack"], {}) == {}
+    with pytest.raises(ApiError):
+        VALIDATORS.body(BY_ID["muteTrack"], {})
+
+
+# -- bodies ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"\xff", "the body is not UTF-8"),
+    (b"{", "invalid JSON: Expecting property name"),
+    (b'{"a": 1, "a": 2}', "invalid JSON: duplicate key 'a'"),
+    (b'{"a": NaN}', "invalid JSON: NaN is not JSON"),
+    (b'{"a": -Infinity}', "invalid JSON: -Infinity is not JSON"),
+    (b'{"a": 1e400}', "invalid JSON: number 1e400 is out of range"),
+    (b'{"a": "\\udc00"}', "a string contains a lone UTF-16 surrogate"),
+    (b'{"\\ud800": 1}', "a string contains a lone UTF-16 surrogate"),
+    (b"[" * 100000 + b"]" * 100000, "invalid JSON: nested too deeply"),
+])
+def test_malformed_bodies(raw: bytes, message: str) -> None:
+    with pytest.raises(ApiError) as e:
+        jsonbody.decode(raw)
+    assert (e.value.status, e.value.code) == (400, "malformed_request")
+    assert e.value.message.startswith(message)
+
+
+def test_well_formed_bodies() -> None:
+    assert jsonbody.decode(b'{"a": "\\ud83d\\ude00", "b": [1, 2.5, null]}') == \
+        {"a": "\U0001f600", "b": [1, 2.5, None]}
+
+
+@pytest.mark.parametrize(("ctype", "charset", "ok"), [
+    ("application/json", None, True), ("application/json", "UTF-8", True),
+    ("application/merge-patch+json", None, True), ("text/plain", None, False),
+    ("application/x-www-form-urlencoded", None, False), ("application/json", "latin-1", False),
+    ("application/octet-stream", None, False),
+])
+def test_media_types(ctype: str, charset: str | None, ok: bool) -> None:
+    if ok:
+        jsonbody.check_media_type(ctype, charset)
+    else:
+        with pytest.raises(ApiError) as e:
+            jsonbody.check_media_type(ctype, charset)
+        assert (e.value.status, e.value.code) == (415, "unsupported_media_type")
+
+
+def _largest_body(route: Route) -> dict[str, Any]:
+    """The largest body the route's schema allows, written with 12-byte JSON escapes."""
+    astral = "\U0001f600"  # one character, "\\ud83d\\ude00" in ASCII JSON
+    longest = {
+        "createRoom": {"name": "r" * 128, "type": "conference", "max_participants": 100000,
+                       "empty_timeout_s": 86399.123456789, "waiting_room": False,
+                       "auto_record": False, "metadata": astral * 65536,
+                       "start_time": 253402300798.123},
+        "updateRoom": {"metadata": astral * 65536},
+        "updateParticipant": {"name": astral * 256, "metadata": astral * 65536,
+                              "permission": {"can_subscribe": False, "can_publish": False,
+                                             "can_publish_data": False,
+                                             "can_publish_sources": ["camera", "microphone",
+                                                                     "screen_share",
+                                                                     "screen_share_audio"],
+                                             "can_update_metadata": False,
+                                             "hidden": False}},
+        "muteTrack": {"muted": False},
+        "sendData": {"payload": "A" * 87384, "kind": "reliable", "topic": astral * 256,
+                     "destination_identities": [astral * 256] * 1024},
+        "createToken": {"room": "r" * 128, "identity": astral * 256, "role": "participant",
+                        "name": astral * 256, "metadata": astral * 65536,
+                        "ttl_s": 604799.123456789},
+    }
+    return longest[route.operation_id]
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.body], ids=lambda r: r.operation_id)
+def test_default_size_limit_fits_every_valid_request(route: Route) -> None:
+    body = _largest_body(route)
+    assert VALIDATORS.body(route, body) == body
+    size = len(json.dumps(body).encode())  # Python's default: ASCII with \\u escapes
+    assert size <= ApiConfig().max_request_bytes, (route.operation_id, size)
