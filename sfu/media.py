@@ -668,7 +668,12 @@ class Peer:
             self.allocator.probe_result(False, now)
             self._probe = None
             return
-        if acked >= 0.95 * probe.target_bps or bwe.estimate_bps >= probe.target_bps:
+        # judged only after half the window (the acknowledged rate must cover the probe,
+        # not a burst before it), and only on the full target: an estimate set from a
+        # probe that merely came close would move a track up and straight down again
+        halfway = probe.ends_at - probe.duration_s / 2
+        if bwe.estimate_bps >= probe.target_bps or (
+                now >= halfway and acked >= probe.target_bps):
             bwe.on_probe_result(acked, now)
             self.allocator.probe_result(True, now)
             self._probe = None
