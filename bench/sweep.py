@@ -3,7 +3,8 @@ then plot capacity to a PNG and write the headline numbers as JSON.
 
 Each step is a full run (its own daemon, its own clients) at a higher subscriber count, so
 one overloaded step cannot skew the next. The capacity is the largest subscriber count
-whose run was valid, connected every client and lost less than ``LOSS_LIMIT_PCT``.
+whose run was valid, connected every client, lost less than ``LOSS_LIMIT_PCT`` and
+delivered with a median one-way delay under ``DELAY_LIMIT_MS``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from .report import progress
 __all__ = ["LOSS_LIMIT_PCT", "plot", "run_sweep", "steps"]
 
 LOSS_LIMIT_PCT = 1.0
+#: A run whose median one-way delay exceeds this is saturated (packets queue somewhere:
+#: the server's or the bench's event loop, socket buffers) even if nothing is lost yet.
+DELAY_LIMIT_MS = 500.0
 
 
 def steps(start: int, maximum: int, factor: float = 1.5) -> list[int]:
@@ -53,8 +57,10 @@ def _point(report: dict[str, Any]) -> dict[str, Any]:
 
 def _ok(point: dict[str, Any]) -> bool:
     loss = point["loss_pct"]
+    delay = point["delay_ms_p50"]
     return bool(point["valid"]) and point["connected"] == point["subscribers"] and (
-        loss is not None and loss < LOSS_LIMIT_PCT)
+        loss is not None and loss < LOSS_LIMIT_PCT) and (
+        delay is None or delay < DELAY_LIMIT_MS)
 
 
 def run_sweep(opts: ForwardOptions, *, maximum: int, png: str | None,
@@ -82,6 +88,7 @@ def run_sweep(opts: ForwardOptions, *, maximum: int, png: str | None,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu": _cpu_model(), "python": platform.python_version()},
         "loss_limit_pct": LOSS_LIMIT_PCT,
+        "delay_limit_ms": DELAY_LIMIT_MS,
         "duration_s": opts.duration_s,
         "capacity_subscribers": best["subscribers"] if best else 0,
         "at_capacity": best,
@@ -95,7 +102,8 @@ def run_sweep(opts: ForwardOptions, *, maximum: int, png: str | None,
         path = Path(capacity_json)
         existing = json.loads(path.read_text()) if path.exists() else {}
         existing[mode] = {k: sweep[k] for k in ("measured_at", "machine", "loss_limit_pct",
-                                                 "duration_s", "capacity_subscribers",
+                                                 "delay_limit_ms", "duration_s",
+                                                 "capacity_subscribers",
                                                  "at_capacity", "points")}
         path.write_text(json.dumps(existing, indent=1) + "\n")
     return sweep, 0 if best else 1
