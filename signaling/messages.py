@@ -141,8 +141,7 @@ def parse_client_message(data: str | bytes, max_bytes: int) -> dict[str, Any]:
             raise MessageError(E.MALFORMED_MESSAGE, f"frame is not valid UTF-8: {exc}") from None
 
     try:
-        msg = json.loads(text, object_pairs_hook=_object_without_duplicates,
-                         parse_float=_finite_float, parse_constant=_reject_constant)
+        msg = loads_strict(text)
     except RecursionError:
         raise MessageError(E.MALFORMED_MESSAGE, "invalid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, our hooks, int digit limits
@@ -183,6 +182,20 @@ def validate_server_message(msg: dict[str, Any]) -> None:
     error = best_match(_SERVER_VALIDATORS[msg_type].iter_errors(msg))
     if error is not None:
         raise ProtocolError(E.INVALID_MESSAGE, _describe(msg_type, error))
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` for untrusted input: a duplicate key, a number out of float range or
+    ``NaN``/``Infinity`` raise ``ValueError`` (deep nesting: ``RecursionError``). The REST
+    API parses request bodies with it too."""
+    return json.loads(text, object_pairs_hook=_object_without_duplicates,
+                      parse_float=_finite_float, parse_constant=_reject_constant)
+
+
+def has_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone UTF-16 surrogate (only ``\\u`` escapes
+    can put one there)."""
+    return _has_surrogate(value)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
 import numpy as np
 import pytest
-import websockets
 from aiortc.mediastreams import VIDEO_TIME_BASE, VideoStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpPacket, RtcpRtpfbPacket
 
-from signaling.messages import validate_server_message
 from tests.conftest import Daemon
 from tests.lossrelay import LossRelay
-from tests.peers import AiortcParticipant
+from tests.peers import RelayedParticipant
 
 SEED = 20240607
 WIDTH, HEIGHT = 320, 240
@@ -90,68 +86,6 @@ class IndexedVideoTrack(VideoStreamTrack):
 
 
 # -- clients reach the relay instead of the SFU --------------------------------------------
-class _RewritingSocket:
-    """The WebSocket, with the SFU's candidate port replaced by the relay's in what we read."""
-
-    def __init__(self, ws: Any, rewrite: Callable[[str], str]) -> None:
-        self.ws = ws
-        self.rewrite = rewrite
-
-    async def recv(self) -> str:
-        return self.rewrite(await self.ws.recv())
-
-    def __aiter__(self) -> _RewritingSocket:
-        return self
-
-    async def __anext__(self) -> str:
-        try:
-            return await self.recv()
-        except websockets.ConnectionClosedOK:
-            raise StopAsyncIteration from None
-
-    async def send(self, data: str) -> None:
-        await self.ws.send(data)
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
-class RelayedParticipant(AiortcParticipant):
-    """An AiortcParticipant whose media goes through the relay: the SFU's host candidate in
-    the subscriber offer, the publisher answer and server trickles is rewritten to the
-    relay's port before aiortc sees it."""
-
-    def __init__(self, url: str, token: str, sfu_port: int, relay_port: int) -> None:
-        super().__init__(url, token)
-        self.sfu_port = sfu_port
-        self.relay_port = relay_port
-        self.rewritten = 0
-
-    def _rewrite_candidate(self, text: str) -> str:
-        new, n = re.subn(rf"\b127\.0\.0\.1 {self.sfu_port} typ host",
-                         f"127.0.0.1 {self.relay_port} typ host", text)
-        self.rewritten += n
-        return new
-
-    def _rewrite(self, raw: str) -> str:
-        msg = json.loads(raw)
-        if msg.get("type") in ("offer", "answer"):
-            msg["sdp"] = self._rewrite_candidate(msg["sdp"])
-            assert f" {self.sfu_port} typ" not in msg["sdp"]
-        elif msg.get("type") == "trickle" and msg.get("candidate"):
-            msg["candidate"]["candidate"] = self._rewrite_candidate(msg["candidate"]["candidate"])
-        return json.dumps(msg)
-
-    async def connect(self) -> dict[str, Any]:
-        ws = await websockets.connect(f"{self.url}?access_token={self.token}")
-        self.ws = _RewritingSocket(ws, self._rewrite)
-        self.join = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
-        validate_server_message(self.join)
-        assert self.join["type"] == "join", self.join
-        self._reader = asyncio.create_task(self._read())
-        return self.join
-
-
 # -- RTP/RTCP taps on aiortc's DTLS transports (plain packets, before/after SRTP) ----------
 def rtp_fields(data: bytes) -> tuple[int, int, int, int, bytes]:
     """(payload type, seq, timestamp, ssrc, payload) of a plain RTP packet."""
