@@ -30,7 +30,7 @@ from sfu.config import Config
 from sfu.forwarder import DownTrack, ForwardCounters, PublishedTrack, Receiver
 from sfu.layers import QUALITIES
 from sfu.negotiation import SubscriberNegotiator
-from sfu.room_media import MediaParticipant, MediaTrack, RoomMedia
+from sfu.room_media import MediaParticipant, MediaPermission, MediaTrack, RoomMedia
 from sfu.rooms import Out, Participant, RoomError, RoomService
 from sfu.rtcp_feedback import PublisherFeedback
 from sfu.rtp.header import RtpView, TsUnwrapper, parse_rtp, read_mid, read_rid
@@ -1048,15 +1048,17 @@ class MediaNode:
 
     @staticmethod
     def _snapshot(p: Participant) -> dict[str, Any]:
+        """The room service's participant as a join/update command's ``participant``."""
         perm = p.permission
-        return {"sid": p.sid, "identity": p.identity, "hidden": p.hidden,
-                "permission": {"can_publish": perm.can_publish,
-                               "can_subscribe": perm.can_subscribe,
-                               "can_publish_data": perm.can_publish_data},
-                "tracks": [{"sid": t.sid, "kind": t.kind, "mid": t.mid, "source": t.source,
-                            "muted": t.muted, "layers": [dict(layer) for layer in t.layers]}
-                           for t in p.tracks.values()],
-                "unsubscribed": sorted(p.unsubscribed)}
+        return MediaParticipant(
+            session_id=p.session_id, room=p.room, sid=p.sid, identity=p.identity,
+            hidden=p.hidden,
+            permission=MediaPermission(can_publish=perm.can_publish,
+                                       can_subscribe=perm.can_subscribe,
+                                       can_publish_data=perm.can_publish_data),
+            tracks={t.sid: MediaTrack(t.sid, t.kind, t.mid, [dict(x) for x in t.layers],
+                                      t.source, t.muted) for t in p.tracks.values()},
+            unsubscribed=set(p.unsubscribed)).to_wire()
 
     def new_peer(self, rm: RoomMedia, member: MediaParticipant) -> Peer:
         peer = Peer(self, rm, member)
