@@ -46,6 +46,7 @@ from .media import EncodedMedia, load_media, load_simulcast_media
 from .report import (
     BENCH_CPU_LIMIT,
     CpuClock,
+    MemorySeries,
     bench_cpu_s,
     cpu_busy_s,
     machine_load,
@@ -243,6 +244,8 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
 
         clock = CpuClock(server_pid) if server_pid is not None else None
         start = await _snapshot(subscribers, publisher, clock, metrics_url)
+        memory = (MemorySeries.start(server_pid, opts.duration_s, start.at)
+                  if server_pid is not None else None)
         for sub in subscribers:
             sub.core.recording = True
         if publisher.core is not None:
@@ -255,11 +258,15 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
             if remaining <= 0:
                 break
             await asyncio.sleep(min(1.0, remaining))
+            if memory is not None:
+                memory.sample(time.monotonic())
             if opts.show_progress and time.monotonic() - last.at >= 0.5:
                 now = _quick_snapshot(subscribers, publisher, clock)
                 progress(_progress_line(opts, start, last, now, subscribers))
                 last = now
         end = await _snapshot(subscribers, publisher, clock, metrics_url)
+        if memory is not None:
+            memory.sample(end.at, force=True)
         for sub in subscribers:
             sub.core.recording = False
         if publisher.core is not None:
@@ -270,6 +277,7 @@ async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
             switch_ms = await _switch_latencies(opts, subscribers, publisher, layers, errors)
         report = _report(opts, start, end, subscribers, publisher, setup_s, first_media_s,
                          media, cores)
+        report["daemon_memory"] = memory.report() if memory is not None else None
         if layers is not None:
             report["mode"] = "livestream"
             report["layers"] = {q: f"{m.width}x{m.height}" for q, m in zip(QUALITIES, layers,

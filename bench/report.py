@@ -13,8 +13,9 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CpuClock", "bench_cpu_s", "cpu_busy_s", "machine_load", "percentiles", "pin_to_cpu",
-           "progress", "scrape_metrics", "usable_cpus"]
+__all__ = ["CpuClock", "MemorySeries", "bench_cpu_s", "cpu_busy_s", "machine_load",
+           "memory_kb", "percentiles", "pin_to_cpu", "progress", "scrape_metrics",
+           "usable_cpus"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: A bench process using more of its core than this measured itself, not the server.
@@ -39,6 +40,64 @@ class CpuClock:
         # the command name may hold spaces and parentheses: fields start after the last ')'
         fields = stat[stat.rindex(")") + 2:].split()
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+def memory_kb(pid: int) -> dict[str, int] | None:
+    """Resident (``rss_kb``) and proportional (``pss_kb``) set size of a process, from
+    ``/proc/<pid>/smaps_rollup``; None when it cannot be read."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    out[f"{name.lower()}_kb"] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return out if len(out) == 2 else None
+
+
+@dataclass(slots=True)
+class MemorySeries:
+    """A process's memory sampled over a measured window: the report says how flat its PSS
+    stayed (largest deviation from the first sample, in % of it)."""
+
+    pid: int
+    interval_s: float
+    samples: list[tuple[float, int, int]]  # (seconds into the window, rss_kb, pss_kb)
+    started: float = 0.0
+    next_at: float = 0.0
+
+    @classmethod
+    def start(cls, pid: int, window_s: float, now: float) -> MemorySeries:
+        # about 60 samples per window, at most one a second
+        series = cls(pid, max(1.0, window_s / 60), [], now, now)
+        series.sample(now)
+        return series
+
+    def sample(self, now: float, *, force: bool = False) -> None:
+        if not force and now < self.next_at:
+            return
+        reading = memory_kb(self.pid)
+        if reading is not None:
+            self.samples.append((round(now - self.started, 1), reading["rss_kb"],
+                                 reading["pss_kb"]))
+        self.next_at = now + self.interval_s
+
+    def report(self) -> dict[str, object] | None:
+        if not self.samples:
+            return None
+        pss = [s[2] for s in self.samples]
+        first = pss[0]
+        return {
+            "rss_kb": {"first": self.samples[0][1], "last": self.samples[-1][1],
+                       "max": max(s[1] for s in self.samples)},
+            "pss_kb": {"first": first, "last": pss[-1], "min": min(pss), "max": max(pss)},
+            "pss_max_deviation_pct": round(max(abs(p - first) for p in pss) * 100 / first, 2)
+                                     if first else None,
+            "interval_s": self.interval_s,
+            "samples": [list(s) for s in self.samples],
+        }
 
 
 def cpu_busy_s() -> dict[int, float]:

@@ -80,3 +80,7 @@ def test_bench_livestream_starts_its_daemon_and_measures_layer_switches() -> Non
     assert report["layer_switch_ms"]["samples"] == 6
     assert report["decode"]["errors"] == 0
     assert report["errors"] == []
+    memory = report["daemon_memory"]  # the daemon's RSS/PSS over the window (the soak's record)
+    assert memory["pss_kb"]["first"] > 0
+    assert memory["rss_kb"]["first"] >= memory["pss_kb"]["first"]
+    assert len(memory["samples"]) >= 2
