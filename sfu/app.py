@@ -26,6 +26,7 @@ from sfu.httpserver import make_http_app, make_metrics_app
 from sfu.media import MediaNode
 from sfu.rooms import Out, RoomService
 from sfu.rtc_server import SignalServer
+from sfu.store.service import StoreService
 from signaling.auth import TokenVerifier
 from turn.shell import TurnService
 
@@ -53,11 +54,15 @@ class App:
         public_keys = {pk.kid: (pk.alg, Path(pk.pem_file).read_bytes())
                        for pk in cfg.auth.public_keys}
         self.verifier = TokenVerifier(secrets, public_keys, leeway_s=cfg.auth.leeway_s)
+        self.store = StoreService(cfg)
         self.rooms = RoomService(
             auto_create=cfg.room.auto_create, max_participants=cfg.room.max_participants,
             empty_timeout_s=cfg.room.empty_timeout_s,
-            resume_window_s=cfg.signaling.resume_window_s, rng=random.SystemRandom())
+            resume_window_s=cfg.signaling.resume_window_s, rng=random.SystemRandom(),
+            on_event=self.store.on_event)
         self.media = MediaNode(cfg, self.rooms, self._deliver)
+        self.store.usage = self.media.session_usage
+        self.store.all_usage = self.media.all_usage
         metrics.media_collector.source = self.media.snapshot
         self.turn: TurnService | None = None
         if cfg.turn.enabled:
@@ -75,7 +80,8 @@ class App:
         self.api = ApiServer(cfg.api, verifier=self.verifier, rooms=self.rooms,
                              deliver=self._deliver, minting_keys=secrets,
                              join_base_url=cfg.api.join_base_url or own_http_url(cfg),
-                             participant_media=self.media.participant_media)
+                             participant_media=self.media.participant_media,
+                             store=self.store.writer)
         self.draining = False
 
     def _deliver(self, outs: list[Out]) -> None:
@@ -109,6 +115,7 @@ class App:
         self.signal.mount(http_app)
         self.api.mount(http_app)
         runners: list[web.AppRunner] = []
+        self.store.open()  # migrations and crash recovery, before anyone can join
         await self.media.start()
         if self.turn is not None:
             await self.turn.start()
@@ -123,9 +130,13 @@ class App:
                         metrics=(f"{self.cfg.metrics.host}:{self.cfg.metrics.port}"
                                  if self.cfg.metrics.enabled else "off"))
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._loop_lag()), tg.create_task(self.signal.run())]
+                tasks = [tg.create_task(self._loop_lag()), tg.create_task(self.signal.run()),
+                         tg.create_task(self.store.run())]
                 await self._stop.wait()
                 await self._drain()
+                # every room finishes now (their webhooks are committed before the exit and
+                # sent after the restart if the endpoints cannot take them in time)
+                self._deliver(self.rooms.close_all("server_shutdown", time.time()))
                 for task in tasks:
                     task.cancel()
         finally:
@@ -134,6 +145,7 @@ class App:
             await self.media.close()
             if self.turn is not None:
                 await self.turn.close()
+            self.store.close()
         logger.info("server_stopped")
         return 0
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfu.rooms import EVENT_TYPES
+from sfu.webhooks import SecretError, parse_secret
 from turn.config import TurnConfig
 from turn.errors import TurnConfigError
 
@@ -133,6 +135,36 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    path: str = _f("sfu-data/sfu.db")
+    checkpoint_interval_s: float = _f(10.0, 1, 10)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookEndpointConfig:
+    url: str = _f("")
+    name: str = _f("")
+    secret_env: str = _f("")
+    secret_file: str = _f("")
+    events: list[str] = _f([], choices=EVENT_TYPES)
+
+    @property
+    def key(self) -> str:
+        """The endpoint's name in the outbox (its rows survive a URL change)."""
+        return self.name or self.url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhooksConfig:
+    endpoints: list[WebhookEndpointConfig] = _f([])
+    timeout_s: float = _f(10.0, 0.5, 120)
+    retry_initial_s: float = _f(1.0, 0.05, 3600)
+    retry_max_s: float = _f(600.0, 0.05, 86400)
+    max_age_s: float = _f(86400.0, 1, 7 * 86400)
+    max_in_flight: int = _f(16, 1, 1024)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -142,6 +174,8 @@ class Config:
     room: RoomConfig = field(default_factory=RoomConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     # Set by the loader, never by the file: True when running on embedded development defaults.
     development: bool = field(default=False, metadata={"internal": True})
@@ -167,6 +201,31 @@ class Config:
             out[k.key] = value
         if self.development and not out:
             out[DEV_API_KEY] = DEV_API_SECRET
+        return out
+
+    def webhook_keys(self, environ: typing.Mapping[str, str] | None = None) -> dict[str, bytes]:
+        """Endpoint key → HMAC key, from each ``whsec_`` secret's variable or file."""
+        env = os.environ if environ is None else environ
+        out: dict[str, bytes] = {}
+        for i, e in enumerate(self.webhooks.endpoints):
+            path = f"webhooks.endpoints[{i}]"
+            if e.secret_env:
+                value = env.get(e.secret_env, "")
+                if not value:
+                    raise ConfigError(f"{path}.secret_env",
+                                      f"environment variable {e.secret_env} is not set")
+                where = f"{path}.secret_env"
+            else:
+                try:
+                    value = Path(e.secret_file).read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"{path}.secret_file",
+                                      f"cannot read: {exc.strerror}") from None
+                where = f"{path}.secret_file"
+            try:
+                out[e.key] = parse_secret(value)
+            except SecretError as exc:
+                raise ConfigError(where, f"the secret {exc}") from None
         return out
 
 
@@ -270,6 +329,18 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"rtc.{key}", "lists a codec twice")
     if not cfg.rtc.video_codecs and not cfg.rtc.audio_codecs:
         raise ConfigError("rtc.video_codecs", "audio_codecs and video_codecs are both empty")
+    names: set[str] = set()
+    for i, e in enumerate(cfg.webhooks.endpoints):
+        path = f"webhooks.endpoints[{i}]"
+        if not _is_http_url(e.url):
+            raise ConfigError(f"{path}.url", "must be an http(s) URL without fragment")
+        if bool(e.secret_env) == bool(e.secret_file):
+            raise ConfigError(path, "set exactly one of secret_env or secret_file")
+        if e.key in names:
+            raise ConfigError(f"{path}.name", f"two endpoints are named {e.key!r}")
+        names.add(e.key)
+    if cfg.webhooks.retry_max_s < cfg.webhooks.retry_initial_s:
+        raise ConfigError("webhooks.retry_max_s", "must be >= webhooks.retry_initial_s")
     for i, origin in enumerate(cfg.api.cors_origins):
         if origin != "*" and not _is_origin(origin):
             raise ConfigError(f"api.cors_origins[{i}]",
@@ -293,6 +364,16 @@ def _is_origin(text: str) -> bool:
     return (url.scheme in ("http", "https") and bool(url.hostname) and not url.path
             and not url.query and not url.fragment and not url.username
             and not url.password and text == text.strip())
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https") and bool(url.hostname) and not url.fragment
+            and text == text.strip())
 
 
 def _is_base_url(text: str) -> bool:
@@ -323,6 +404,7 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
     cfg = loads(text)
     cfg.api_secrets()  # secrets must resolve now, not at the first join
+    cfg.webhook_keys()
     return cfg
 
 

@@ -124,7 +124,7 @@ class Dispatcher:
             p, cid=msg["cid"], kind=msg["kind"], source=msg["source"],
             name=msg.get("name", ""), mid=msg.get("mid"), width=msg.get("width", 0),
             height=msg.get("height", 0), muted=msg.get("muted", False),
-            layers=msg.get("simulcast_layers"))
+            layers=msg.get("simulcast_layers"), now=now)
         if "id" in msg:
             out[0] = Out(out[0].session_id, {**out[0].msg, "id": msg["id"]})
         return out

@@ -46,6 +46,7 @@ from sfu.rtp.rtcp import (
     parse_rtcp,
 )
 from sfu.rtp.rtx import unwrap_rtx
+from sfu.store.journal import SessionUsage
 from sfu.webrtc import sdp as sdpmod
 from sfu.webrtc.dtls import DtlsSrtpTransport, fingerprints_from_sdp_values, serve_transport
 from sfu.webrtc.ice import IceCredentials
@@ -175,6 +176,11 @@ class Peer:
         self.track_settings: dict[str, dict[str, Any]] = {}
         self.downtracks: dict[str, DownTrack] = {}  # by track sid
         self.downtracks_by_ssrc: dict[int, DownTrack] = {}
+        # usage of this session (call-detail records): down-tracks' start (monotonic), and
+        # what the ones already dropped sent and lasted
+        self.downtrack_since: dict[str, float] = {}
+        self.retired_octets_out = 0
+        self.retired_subscribed_s = 0.0
         self.tcc = [1]  # the subscriber transport's transport-wide sequence number
         # the subscriber transport's bandwidth: estimate, allocation, probes
         self.bwe = SendSideBwe()
@@ -485,6 +491,7 @@ class Peer:
             self.downtracks[track.track_id] = dt
             self.downtracks_by_ssrc[dt.ssrc] = dt
             now = time.monotonic()
+            self.downtrack_since[track.track_id] = now
             published.add_downtrack(dt, now)  # asks for a keyframe for it
             settings = self.track_settings.get(track.track_id)
             if settings:
@@ -496,6 +503,22 @@ class Peer:
         dt = self.downtracks.pop(sid)
         self.downtracks_by_ssrc.pop(dt.ssrc, None)
         dt.track.remove_downtrack(dt)
+        self.retired_octets_out += dt.octets
+        since = self.downtrack_since.pop(sid, None)
+        if since is not None:
+            self.retired_subscribed_s += max(0.0, time.monotonic() - since)
+
+    def usage(self, now: float) -> SessionUsage:
+        """This session's running totals for its call-detail record (``now``: monotonic)."""
+        octets_in = sum(r.octets for t in self.tracks_by_mid.values() for r in t.layers)
+        octets_out = self.retired_octets_out + sum(dt.octets for dt in self.downtracks.values())
+        subscribed = self.retired_subscribed_s + sum(
+            max(0.0, now - since) for since in self.downtrack_since.values())
+        scorer = self.room_media.scorer(self.session_id)
+        return SessionUsage(
+            bytes_in=octets_in, bytes_out=octets_out, subscribed_s=round(subscribed, 3),
+            quality_sum=scorer.score_sum if scorer is not None else 0.0,
+            quality_samples=scorer.samples if scorer is not None else 0)
 
     def apply_track_settings(self, msg: dict[str, Any], now: float) -> None:
         """``track_settings``: remembered per track, applied to its down-track (now, or
@@ -916,6 +939,16 @@ class MediaNode:
         # (keyframe throttles, ICE consent and restarts) all run on the monotonic clock
         return self.to_outs(self._room_command(
             p.room, {"op": op, "session": p.session_id, "msg": msg}, time.monotonic()))
+
+    def session_usage(self, session_id: str) -> SessionUsage | None:
+        """A session's running totals (bytes, subscribed seconds, quality), or None when it
+        has no media transports."""
+        peer = self.peers.get(session_id) or self._closing_peers.get(session_id)
+        return None if peer is None else peer.usage(time.monotonic())
+
+    def all_usage(self) -> dict[str, SessionUsage]:
+        now = time.monotonic()
+        return {sid: peer.usage(now) for sid, peer in self.peers.items()}
 
     def participant_media(self, session_id: str) -> dict[str, Any] | None:
         """A participant's media figures for admins (``ParticipantMedia`` in the protocol):

@@ -250,3 +250,34 @@ class TurnCollector:
 
 turn_collector = TurnCollector()
 REGISTRY.register(turn_collector)  # type: ignore[arg-type]
+
+# Webhooks and the store
+webhook_attempts = Counter(
+    "sfu_webhook_attempts_total",
+    "Webhook POSTs, by outcome: 2xx/3xx/4xx/5xx (status class), timeout, connection.",
+    ["code"], registry=REGISTRY,
+)
+webhook_deliveries = Counter(
+    "sfu_webhook_deliveries_total",
+    "Webhook attempts by what followed: delivered, retry (backing off), failed (given up).",
+    ["reason"], registry=REGISTRY,
+)
+webhook_delivery_latency = Histogram(
+    "sfu_webhook_delivery_latency_seconds",
+    "From the event (or its replay) to its endpoint's 2xx answer.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+webhook_pending_heads = Gauge(
+    "sfu_webhook_pending_heads",
+    "Endpoint and room pairs with a webhook waiting to be delivered (at the last scan).",
+    registry=REGISTRY,
+)
+store_checkpoints = Counter(
+    "sfu_store_checkpoints_total", "Checkpoints of open sessions written to the store.",
+    registry=REGISTRY,
+)
+store_errors = Counter(
+    "sfu_store_errors_total", "Store writes that failed, by reason.", ["reason"],
+    registry=REGISTRY,
+)

@@ -125,7 +125,8 @@ class QualityScorer:
     """Score and class of one participant, fed one report per period (about 1 s)."""
 
     __slots__ = ("_tau", "_lost_after_s", "_loss_weight", "_bounds", "_hysteresis",
-                 "_window", "_r", "_at", "_heard_at", "score", "quality")
+                 "_window", "_r", "_at", "_heard_at", "score", "quality", "score_sum",
+                 "samples")
 
     def __init__(self, *, smoothing_s: float = SMOOTHING_S, lost_after_s: float = LOST_AFTER_S,
                  loss_weight: float = LOSS_WEIGHT, excellent_mos: float = EXCELLENT_MOS,
@@ -145,6 +146,9 @@ class QualityScorer:
         self._heard_at: float | None = None  # the same, or of the first report
         self.score = 0.0
         self.quality = EXCELLENT
+        #: every score :meth:`update` gave, summed, and how many (a session's average)
+        self.score_sum = 0.0
+        self.samples = 0
         self._start()
 
     def _start(self) -> None:
@@ -164,6 +168,13 @@ class QualityScorer:
         other figures are then ignored). Pass True for a muted participant: silence that
         was asked for is not a lost connection.
         """
+        score, quality = self._update(loss_fraction, jitter_s, rtt_s, now, receiving)
+        self.score_sum += score
+        self.samples += 1
+        return score, quality
+
+    def _update(self, loss_fraction: float, jitter_s: float, rtt_s: float | None,
+                now: float, receiving: bool) -> tuple[float, str]:
         if not receiving:
             if self._heard_at is None:
                 self._heard_at = now

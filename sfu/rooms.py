@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,33 @@ class Out:
     session_id: str
     msg: dict[str, Any]
     close: int | None = None
+
+
+#: The room events the store records and sends as webhooks, in the order they happen.
+EVENT_TYPES = ("room_started", "room_finished", "participant_joined", "participant_left",
+               "track_published", "track_unpublished", "recording_started",
+               "recording_finished")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomEvent:
+    """Something that happened to a room, for the store and webhooks.
+
+    ``at`` is when it happened (unix s); for ``participant_left`` the session ended at
+    ``ended_at`` (when its connection dropped, for a session whose resume window expired).
+    """
+
+    type: str
+    id: str
+    at: float
+    room_sid: str
+    room: str
+    participant: dict[str, Any] | None = None  # sid, identity, name, hidden
+    session_id: str | None = None
+    track: dict[str, Any] | None = None  # sid, kind, source, name
+    reason: str | None = None
+    ended_at: float | None = None
+    recording: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -155,8 +182,11 @@ class RoomService:
     """All rooms of this node. Pure: callers pass ``now`` and route the returned messages."""
 
     def __init__(self, *, auto_create: bool, max_participants: int, empty_timeout_s: float,
-                 resume_window_s: float, rng: random.Random) -> None:
+                 resume_window_s: float, rng: random.Random,
+                 on_event: Callable[[RoomEvent], None] | None = None) -> None:
         self.auto_create = auto_create
+        #: receives every :class:`RoomEvent`, synchronously, in order (the store's journal)
+        self.on_event = on_event
         self.default_max_participants = max_participants
         self.default_empty_timeout_s = empty_timeout_s
         self.resume_window_s = resume_window_s
@@ -174,6 +204,20 @@ class RoomService:
 
     def new_session_id(self) -> str:
         return self._id("SE_", 22)
+
+    def _event(self, kind: str, room: Room, now: float, p: Participant | None = None, *,
+               track: Track | None = None, reason: str | None = None,
+               ended_at: float | None = None) -> None:
+        if self.on_event is None:
+            return
+        self.on_event(RoomEvent(
+            type=kind, id=self._id("EV_", 22), at=now, room_sid=room.sid, room=room.name,
+            participant=None if p is None else {"sid": p.sid, "identity": p.identity,
+                                                "name": p.name, "hidden": p.hidden},
+            session_id=None if p is None else p.session_id,
+            track=None if track is None else {"sid": track.sid, "kind": track.kind,
+                                              "source": track.source, "name": track.name},
+            reason=reason, ended_at=ended_at))
 
     # -- rooms -------------------------------------------------------------------------------
     def create_room(self, name: str | None, now: float, *, empty_timeout_s: float | None = None,
@@ -210,6 +254,7 @@ class RoomService:
             empty_since=now if start_time is None else max(now, start_time),
         )
         self.rooms[name] = room
+        self._event("room_started", room, now)
         return room
 
     def get_room(self, name: str) -> Room:
@@ -228,8 +273,9 @@ class RoomService:
         room = self.get_room(name)
         out: list[Out] = []
         for p in list(room.participants.values()):
-            out += self._drop(room, p, "room_deleted", notify_self=True, announce=False)
+            out += self._drop(room, p, "room_deleted", now, notify_self=True, announce=False)
         del self.rooms[name]
+        self._event("room_finished", room, now, reason="deleted")
         return out
 
     def update_room_metadata(self, name: str, metadata: str) -> list[Out]:
@@ -253,7 +299,7 @@ class RoomService:
                 raise RoomError(E.ROOM_FULL,
                                 f"room {room_name!r} is full ({room.max_participants} participants)")
         if old is not None:
-            out += self._drop(room, old, "duplicate_identity", notify_self=True)
+            out += self._drop(room, old, "duplicate_identity", now, notify_self=True)
         p = Participant(
             sid=self._id("PA_"), identity=identity, name=name, metadata=metadata,
             permission=permission, joined_at=now, session_id=self.new_session_id(),
@@ -265,6 +311,7 @@ class RoomService:
             room.started_at = now
         self.dirty_rooms.add(room.name)
         self.by_session[p.session_id] = p
+        self._event("participant_joined", room, now, p)
         if not p.hidden:
             msg = {"type": "participant_joined", "participant": p.to_wire()}
             out += [Out(o.session_id, msg) for o in room.participants.values()
@@ -300,14 +347,14 @@ class RoomService:
         if p is None:
             return []
         room = self.rooms[p.room]
-        out = self._drop(room, p, reason, notify_self=False)
+        out = self._drop(room, p, reason, now, notify_self=False)
         self._note_empty(room, now)
         return out
 
     def remove(self, room_name: str, identity: str, now: float) -> list[Out]:
         room = self.get_room(room_name)
         p = self.find(room_name, identity)
-        out = self._drop(room, p, "participant_removed", notify_self=True)
+        out = self._drop(room, p, "participant_removed", now, notify_self=True)
         self._note_empty(room, now)
         return out
 
@@ -343,7 +390,8 @@ class RoomService:
 
     def add_track(self, p: Participant, *, cid: str, kind: str, source: str, name: str = "",
                   mid: str | None = None, width: int = 0, height: int = 0, muted: bool = False,
-                  layers: list[dict[str, Any]] | None = None) -> tuple[Track, list[Out]]:
+                  layers: list[dict[str, Any]] | None = None,
+                  now: float) -> tuple[Track, list[Out]]:
         if not p.permission.can_publish:
             raise RoomError(E.PERMISSION_DENIED, "token does not grant canPublish")
         if not p.permission.allows_source(source):
@@ -357,6 +405,7 @@ class RoomService:
         p.tracks[track.sid] = track
         room = self.rooms[p.room]
         self.dirty_rooms.add(room.name)
+        self._event("track_published", room, now, p, track=track)
         msg = {"type": "track_published", "participant_sid": p.sid, "track": track.to_wire()}
         out = [Out(p.session_id, {**msg, "cid": cid})]
         if not p.hidden:
@@ -402,11 +451,13 @@ class RoomService:
             for p in list(room.participants.values()):
                 if (not p.connected and p.disconnected_at is not None
                         and now - p.disconnected_at >= self.resume_window_s):
-                    out += self._drop(room, p, "resume_window_expired", notify_self=False)
+                    out += self._drop(room, p, "resume_window_expired", now,
+                                      notify_self=False, ended_at=p.disconnected_at)
                     self._note_empty(room, now)
             if (not room.participants and room.empty_since is not None
                     and now - room.empty_since >= room.empty_timeout_s):
                 del self.rooms[room.name]
+                self._event("room_finished", room, now, reason="empty_timeout")
         return out
 
     def next_timeout(self) -> float | None:
@@ -419,6 +470,17 @@ class RoomService:
                     times.append(p.disconnected_at + self.resume_window_s)
         return min(times) if times else None
 
+    def close_all(self, reason: str, now: float) -> list[Out]:
+        """Finish every room (the daemon is stopping): each participant leaves with
+        ``reason``, then its room finishes."""
+        out: list[Out] = []
+        for room in list(self.rooms.values()):
+            for p in list(room.participants.values()):
+                out += self._drop(room, p, reason, now, notify_self=True, announce=False)
+            del self.rooms[room.name]
+            self._event("room_finished", room, now, reason=reason)
+        return out
+
     def participant_count(self) -> int:
         return len(self.by_session)
 
@@ -427,13 +489,17 @@ class RoomService:
         if not room.participants and room.empty_since is None:
             room.empty_since = now
 
-    def _drop(self, room: Room, p: Participant, reason: str, *, notify_self: bool,
-              announce: bool = True) -> list[Out]:
+    def _drop(self, room: Room, p: Participant, reason: str, now: float, *, notify_self: bool,
+              announce: bool = True, ended_at: float | None = None) -> list[Out]:
         out: list[Out] = []
         self.dirty_rooms.add(room.name)
         if room.participants.get(p.identity) is p:
             del room.participants[p.identity]
-        self.by_session.pop(p.session_id, None)
+        if self.by_session.pop(p.session_id, None) is not None:
+            for track in p.tracks.values():
+                self._event("track_unpublished", room, now, p, track=track, reason=reason)
+            self._event("participant_left", room, now, p, reason=reason,
+                        ended_at=now if ended_at is None else min(ended_at, now))
         if notify_self and p.connected:
             out.append(Out(p.session_id, {"type": "leave", "reason": reason,
                                           "can_reconnect": False}, close=CLOSE_LEFT))

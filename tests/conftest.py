@@ -77,6 +77,7 @@ def write_config(tmp: Path, sections: dict[str, dict[str, Any]] | None = None) -
         "metrics": {"port": ports["metrics"]},
         "rtc": {"udp_port": ports["udp"]},
         "logging": {"format": "json", "level": "info"},
+        "store": {"path": str(tmp / "sfu.db")},
     }
     for name, values in (sections or {}).items():
         base.setdefault(name, {}).update(values)

@@ -30,6 +30,7 @@ from sfu.api.ratelimit import KeyedRateLimiter
 from sfu.api.routes import ROUTES, ApiCore, Call, Route
 from sfu.config import ApiConfig
 from sfu.rooms import Out, RoomService
+from sfu.store.writer import StoreWriter
 from signaling.auth import Claims, TokenVerifier
 from signaling.errors import AuthError, SignalingError
 
@@ -52,9 +53,11 @@ class ApiServer:
                  deliver: Callable[[list[Out]], None], minting_keys: Mapping[str, str],
                  join_base_url: str,
                  participant_media: Callable[[str], dict[str, Any] | None] | None = None,
+                 store: StoreWriter | None = None,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        self.store = store  # usage records and the webhook outbox (the /api/usage routes)
         self.verifier = verifier
         self.deliver = deliver
         self.clock = clock

@@ -1,9 +1,11 @@
-"""Smoke test of the load harness: ``bench forward`` against a daemon this test starts.
+"""Smoke test of the load harness: ``bench forward``, ``audio`` (against a daemon this test
+starts), ``livestream`` and ``meeting`` (each with the daemon the bench starts).
 
 The harness runs in its own process (tests never import ``bench``). It must connect its
-publisher and subscribers (signaling, ICE, DTLS on every transport) and report the fields
-the benchmark runs rely on. Nothing here asserts speed. Media is required only when the
-daemon says it forwards (``sfu_forwarded_packets_total`` in /metrics).
+publishers and subscribers (signaling, ICE, DTLS on every transport), deliver every stream
+each subscriber expects, and report the fields the benchmark runs rely on, in total and per
+room. Nothing here asserts speed. In ``forward``, media is required only when the daemon
+says it forwards (``sfu_forwarded_packets_total`` in /metrics).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +87,90 @@ def test_bench_livestream_starts_its_daemon_and_measures_layer_switches() -> Non
     assert memory["pss_kb"]["first"] > 0
     assert memory["rss_kb"]["first"] >= memory["pss_kb"]["first"]
     assert len(memory["samples"]) >= 2
+
+
+def _run_bench(*argv: str, timeout_s: float) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", RUN_BENCH, *argv, "--json", "--no-pin"],
+                          capture_output=True, cwd=ROOT, timeout=timeout_s)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    report: dict[str, Any] = json.loads(proc.stdout)
+    for name in (*FIELDS, "loss_pct_by_kind", "raw_loss_pct", "join_to_connected_ms",
+                 "join_to_first_media_ms", "per_room", "invalid_reasons", "daemon_memory"):
+        assert name in report, name
+    return report
+
+
+def _assert_rooms_sum_to_totals(report: dict[str, Any]) -> None:
+    rooms = report["per_room"]
+    assert len(rooms) == report["rooms"]
+    assert len({r["room"] for r in rooms}) == len(rooms)
+    for name in ("forwarded_packets", "forwarded_bytes", "retransmissions_received"):
+        assert sum(r[name] for r in rooms) == report[name], name
+    for name in ("publishers", "subscribers"):
+        assert sum(r[name] for r in rooms) == report[name], name
+    for name in ("subscribers_with_media", "streams_expected", "streams_received"):
+        assert sum(r[name] for r in rooms) == report["connected"][name], name
+    for room in rooms:
+        assert room["forwarded_packets"] > 0
+        assert room["loss_pct"] is not None
+
+
+@pytest.mark.timeout(150)
+def test_bench_audio_in_two_rooms_delivers_every_publisher_to_every_subscriber(
+        daemon: Daemon, tmp_path: Path) -> None:
+    # the options forward has for a running daemon, on another scenario
+    secret_file = tmp_path / "bench_api_secret"
+    secret_file.write_text(API_SECRET)
+    secret_file.chmod(0o600)
+    report = _run_bench(
+        "audio", "--publishers", "3", "--subscribers", "2", "--rooms", "2", "--duration", "3",
+        "--warmup", "1", "--media-timeout", "15",
+        "--url", daemon.ws, "--api-key", API_KEY, "--api-secret-file", str(secret_file),
+        "--metrics-url", f"http://127.0.0.1:{daemon.metrics_port}/metrics",
+        "--server-pid", str(daemon.proc.pid), timeout_s=140)
+    assert report["mode"] == "audio"
+    assert report["rooms"] == 2
+    assert report["publishers"] == 6
+    assert report["subscribers"] == 4
+    connected = report["connected"]
+    assert connected["publisher"] is True
+    assert connected["publishers"] == 6
+    assert connected["subscribers"] == 4
+    # each subscriber received a stream from each of the 3 publishers of its room
+    assert connected["subscribers_with_media"] == 4
+    assert connected["streams_expected"] == connected["streams_received"] == 4 * 3
+    assert report["forwarded_packets"] > 0
+    assert report["loss_pct"] is not None
+    assert report["loss_pct_by_kind"]["audio"] is not None
+    assert report["loss_pct_by_kind"]["video"] is None  # audio only
+    assert report["publisher"]["count"] == 6
+    assert report["publisher"]["video_packets"] == 0
+    assert report["join_to_connected_ms"]["samples"] == 10  # 6 publishers + 4 subscribers
+    assert report["join_to_first_media_ms"]["samples"] == 4
+    assert report["server_cpu_s"] is not None
+    assert report["errors"] == []
+    _assert_rooms_sum_to_totals(report)
+    assert daemon.proc.poll() is None
+
+
+@pytest.mark.timeout(150)
+def test_bench_meeting_everyone_receives_everyone_else() -> None:
+    report = _run_bench("meeting", "--participants", "3", "--duration", "3", "--warmup", "1",
+                        "--media-timeout", "15", timeout_s=140)
+    assert report["mode"] == "meeting"
+    assert report["server"]["started_by_bench"] is True
+    assert report["participants"] == report["publishers"] == report["subscribers"] == 3
+    connected = report["connected"]
+    assert connected["publishers"] == connected["subscribers"] == 3
+    # 3 participants x (audio + video) of the 2 others
+    assert connected["streams_expected"] == connected["streams_received"] == 3 * 2 * 2
+    assert connected["subscribers_with_media"] == 3
+    assert report["forwarded_packets"] > 0
+    assert report["loss_pct_by_kind"]["audio"] is not None
+    assert report["loss_pct_by_kind"]["video"] is not None
+    assert report["join_to_connected_ms"]["samples"] == 3
+    assert report["join_to_first_media_ms"]["samples"] == 3
+    assert report["decode"]["frames"] > 0
+    assert report["decode"]["errors"] == 0
+    assert report["errors"] == []
+    _assert_rooms_sum_to_totals(report)

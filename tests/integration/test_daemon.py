@@ -75,7 +75,8 @@ def test_serve_without_config_runs_on_dev_defaults(tmp_path: Path) -> None:
     for port in (7880, 6789):
         if _port_busy(port):
             pytest.skip(f"port {port} busy")
-    proc = subprocess.Popen([sys.executable, "-m", "sfu", "serve"], cwd=ROOT,
+    # from the temporary directory: the embedded default store is ./sfu-data/sfu.db
+    proc = subprocess.Popen([sys.executable, "-m", "sfu", "serve"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         d = Daemon(proc, 7880, 6789, 7882, Path("-"), tmp_path / "none")
@@ -93,6 +94,7 @@ def test_serve_without_config_runs_on_dev_defaults(tmp_path: Path) -> None:
         text = out.decode()
         assert "EMBEDDED DEVELOPMENT DEFAULTS" in text
         assert "devkey" in text
+        assert (tmp_path / "sfu-data" / "sfu.db").is_file()  # the embedded store
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -136,7 +136,7 @@ def test_participant_operations_return_the_room_services_messages() -> None:
              if session.startswith("SE_") else None)
     c.create_room(call(body={"name": "r"}))
     alice, bob = join(c, "r", "alice"), join(c, "r", "bob")
-    track, _ = c.rooms.add_track(bob, cid="cam", kind="video", source="camera")
+    track, _ = c.rooms.add_track(bob, cid="cam", kind="video", source="camera", now=0.0)
     path = {"room": "r", "identity": "bob"}
 
     listed = c.list_participants(call(path={"room": "r"})).body
