@@ -33,6 +33,8 @@ from turn.shell import TurnService
 logger = log.get("sfu.app")
 
 HTTP_MAX_LINE_BYTES = 32 * 1024
+#: How long a clean shutdown waits for due webhooks (room_finished…) to be delivered.
+WEBHOOK_FLUSH_S = 3.0
 
 
 def own_http_url(cfg: Config) -> str:
@@ -137,6 +139,8 @@ class App:
                 # every room finishes now (their webhooks are committed before the exit and
                 # sent after the restart if the endpoints cannot take them in time)
                 self._deliver(self.rooms.close_all("server_shutdown", time.time()))
+                if not await self.store.flush(WEBHOOK_FLUSH_S):
+                    logger.info("webhooks_left_for_next_start")
                 for task in tasks:
                     task.cancel()
         finally:

@@ -51,6 +51,11 @@ class WebhookSender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def busy(self) -> bool:
+        """A POST is in flight."""
+        return bool(self._in_flight)
+
     def wake(self) -> None:
         """Something new may be due (callable from any thread)."""
         loop = self._loop

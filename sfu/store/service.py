@@ -19,7 +19,7 @@ from collections.abc import Callable
 from sfu import log, metrics
 from sfu.config import Config
 from sfu.rooms import RoomEvent
-from sfu.store import journal
+from sfu.store import journal, outbox
 from sfu.store.journal import SessionUsage, Subscriber
 from sfu.store.writer import StoreWriter
 from sfu.webhook_sender import Endpoint, WebhookSender
@@ -110,6 +110,23 @@ class StoreService:
             logger.warning("store_checkpoint_failed", error=str(exc))
             return
         metrics.store_checkpoints.inc()
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Give the sender up to ``timeout_s`` to deliver what is due (a clean shutdown);
+        True when nothing due is left. What remains is sent after the next start."""
+        if not self.subscribers:
+            return True
+        deadline = time.monotonic() + timeout_s
+        names = sorted(e.key for e in self.cfg.webhooks.endpoints)
+        while True:
+            now = self.clock()
+            heads = await self.writer.run(lambda c: outbox.heads(c, names))
+            if not any(h.next_attempt_at <= now for h in heads) and not self.sender.busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self.sender.wake()
+            await asyncio.sleep(0.05)
 
     def close(self) -> None:
         """Commit everything queued and stop the writer (after the sender stopped)."""
