@@ -17,6 +17,7 @@ from aiortc import RTCCertificate
 
 from bench.client import BenchPublisher, BenchSubscriber, Ticker
 from bench.media import load_media
+from bench.rtp import PublisherCore
 from tests.conftest import Daemon
 
 pytestmark = pytest.mark.timeout(90)
@@ -54,7 +55,7 @@ async def test_session_records_hold_bytes_seconds_and_quality(daemon_factory: An
         await asyncio.sleep(0.5)
         await sub.close()
         ticker.stop()
-    assert pub.core is not None
+    assert isinstance(pub.core, PublisherCore)
     sent_payload = pub.core.audio.octets + pub.core.video.octets  # originals, no RTX
     received = sum(s.octets for s in sub.core.streams.values())  # whole packets, RTX too
     deadline = time.monotonic() + 10
