@@ -115,6 +115,13 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
     assert delta('sfu_keyframe_requests_total{direction="out"}') == core.keyframe_requests
     assert delta("sfu_sender_reports_total") == sum(sub.core.srs for sub in subs)
     assert delta('sfu_nacks_total{direction="in"}') == sum(sub.core.sent["nack"] for sub in subs)
+    assert delta('sfu_keyframe_requests_total{direction="in"}') == sum(
+        sub.core.sent["pli"] for sub in subs)
+    # RTCP feedback the SFU sent the publisher = what the publisher received, by kind
+    feedback = pub.stats()["feedback_received"]
+    for kind in ("transport_cc", "rr", "remb"):
+        assert delta(f'sfu_rtcp_feedback_packets_total{{kind="{kind}"}}') == feedback.get(
+            kind, 0), kind
     # layer switches: every change of decoded frame size at a subscriber (the first
     # layer a subscriber gets is a start, not a switch)
     changes = sum(1 for sub in subs for a, b in pairwise(sub.core.decoded_frames)
