@@ -677,6 +677,10 @@ async def test_allocator_follows_priorities_and_pauses_lowest_first(daemon: Daem
                                 f"{FLOW_WITHIN_S} s (after lifting the cap: {states})")
         timeline.note("server: " + await server_counters(daemon))
         assert not problems, "\n".join(problems) + "\n" + timeline.text()
+        # the stream-pause counter = the "paused" updates this (only) subscriber was sent
+        told = sum(1 for _, u in sub.stream_states if u["state"] == "paused")
+        assert told > 0
+        assert metric(await scrape(daemon), "sfu_stream_pauses_total") == told
     finally:
         await timeline.stop()
         print(timeline.text())
