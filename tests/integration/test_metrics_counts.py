@@ -86,6 +86,16 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
                 for f in switcher.core.decoded_frames[mark:]), 5, f"{quality} frames")
         await asyncio.sleep(1.5)  # a sender report round for every down-track
         await check_admin_figures(daemon)
+        # the incoming bitrate per layer = the publisher's own count of what it sent on that
+        # layer over the last 2 s (no keyframe requests meanwhile: a steady rate)
+        sent = [(time.monotonic(), [layer.video.octets for layer in pub.simulcast.layers])]
+        await asyncio.sleep(2.0)
+        sent.append((time.monotonic(), [layer.video.octets for layer in pub.simulcast.layers]))
+        rates = scrape(daemon)
+        for i in range(len(layers)):
+            measured = rates[f'sfu_layer_bitrate_bps{{kind="video",layer="{i}"}}']
+            counted = (sent[1][1][i] - sent[0][1][i]) * 8 / (sent[1][0] - sent[0][0])
+            assert 0.8 * counted <= measured <= 1.25 * counted, (i, measured, counted)
     finally:
         await pub.close()
     # let in-flight packets land and the SFU's last reports go out, then stop counting
