@@ -76,3 +76,9 @@ async def test_session_records_hold_bytes_seconds_and_quality(daemon_factory: An
     for r in (p, s):
         assert r["quality_samples"] >= 2
         assert 1.0 <= r["quality_sum"] / r["quality_samples"] <= 5.0
+    # the connection-quality histogram holds exactly the scores the sessions averaged
+    status, body = d.get("/metrics", port=d.metrics_port)
+    assert status == 200
+    (count,) = [float(line.split()[1]) for line in body.decode().splitlines()
+                if line.startswith("sfu_connection_quality_score_count ")]
+    assert count == p["quality_samples"] + s["quality_samples"]
