@@ -67,7 +67,11 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
 
-def write_config(tmp: Path, sections: dict[str, dict[str, Any]] | None = None) -> tuple[Path, dict[str, int]]:
+def write_config(tmp: Path, sections: dict[str, dict[str, Any]] | None = None,
+                 extra_toml: str = "") -> tuple[Path, dict[str, int]]:
+    """The config file for a test daemon: ``sections`` are flat tables merged into the
+    defaults; ``extra_toml`` is appended as is (arrays of tables such as
+    ``[[webhooks.endpoints]]``)."""
     ports = {"http": free_port(), "metrics": free_port(), "udp": free_port(socket.SOCK_DGRAM)}
     secret_file = tmp / "api_secret"
     secret_file.write_text(API_SECRET)
@@ -95,13 +99,13 @@ def write_config(tmp: Path, sections: dict[str, dict[str, Any]] | None = None) -
         lines += [f"{k} = {fmt(v)}" for k, v in values.items()]
     lines += ["[[auth.hmac_keys]]", f'key = "{API_KEY}"', f'secret_file = "{secret_file}"']
     path = tmp / "sfu.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + (extra_toml.rstrip("\n") + "\n" if extra_toml else ""))
     return path, ports
 
 
 def start_daemon(tmp: Path, sections: dict[str, dict[str, Any]] | None = None,
-                 timeout_s: float = 15) -> Daemon:
-    path, ports = write_config(tmp, sections)
+                 timeout_s: float = 15, extra_toml: str = "") -> Daemon:
+    path, ports = write_config(tmp, sections, extra_toml)
     log_path = tmp / "daemon.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([sys.executable, "-m", "sfu", "serve", "--config", str(path)],
@@ -142,10 +146,10 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Daemon] = []
 
-    def make(sections: dict[str, dict[str, Any]] | None = None) -> Daemon:
+    def make(sections: dict[str, dict[str, Any]] | None = None, extra_toml: str = "") -> Daemon:
         sub = tmp_path / f"d{len(started)}"
         sub.mkdir()
-        d = start_daemon(sub, sections)
+        d = start_daemon(sub, sections, extra_toml=extra_toml)
         started.append(d)
         return d
 

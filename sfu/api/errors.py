@@ -14,7 +14,7 @@ from signaling import errors as E
 from signaling.errors import AuthError, SignalingError
 
 # HTTP-only codes
-MALFORMED_REQUEST = "malformed_request"        # 400: the body is not a JSON object
+MALFORMED_REQUEST = "malformed_request"        # 400: the body is not JSON; a repeated query parameter
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: a body that is not application/json
 INVALID_REQUEST = "invalid_request"            # 422: a parameter or body breaks its schema
 REQUEST_TOO_LARGE = "request_too_large"        # 413: the body exceeds api.max_request_bytes
@@ -24,6 +24,7 @@ RATE_LIMITED = E.RATE_LIMITED                  # 429: over the API key's rate li
 PERMISSION_DENIED = E.PERMISSION_DENIED        # 403: the token does not allow this
 NOT_IMPLEMENTED = E.NOT_IMPLEMENTED            # 501: this server cannot do it (no HS256 key)
 INTERNAL_ERROR = E.INTERNAL_ERROR              # 500: a bug; logged
+STORE_UNAVAILABLE = "store_unavailable"        # 503: this server keeps no store
 
 # Room service and token codes → HTTP status.
 _STATUS: Mapping[str, int] = {
@@ -45,7 +46,7 @@ CODES: tuple[str, ...] = (
     E.TOKEN_ALG_NOT_ALLOWED, E.TOKEN_UNKNOWN_KEY, E.TOKEN_EXPIRED, E.TOKEN_NOT_YET_VALID,
     PERMISSION_DENIED, NOT_FOUND, E.ROOM_NOT_FOUND, METHOD_NOT_ALLOWED, E.ROOM_EXISTS,
     E.ROOM_FULL, REQUEST_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, INVALID_REQUEST, RATE_LIMITED, INTERNAL_ERROR,
-    NOT_IMPLEMENTED,
+    NOT_IMPLEMENTED, STORE_UNAVAILABLE,
 )
 
 

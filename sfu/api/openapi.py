@@ -2,7 +2,7 @@
 
 :func:`build_document` turns :data:`sfu.api.routes.ROUTES` and :func:`sfu.api.schemas.components`
 into the document served at ``/api/openapi.json``; :class:`RequestValidators` validates each
-request's path parameters and body against the schemas *in that document*. Handlers,
+request's path and query parameters and body against the schemas *in that document*. Handlers,
 validation and documentation therefore cannot drift apart: a route that is not in the table
 does not exist, and a schema the handlers validate with is the schema the document shows.
 """
@@ -12,21 +12,25 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
+from multidict import MultiMapping
 
 from sfu.api import errors as AE
 from sfu.api.errors import ApiError
-from sfu.api.routes import Route
 from sfu.api.schemas import PREFIX, components, ref
+from sfu.api.table import Route
+from sfu.api.times import parse_date_time
 
 OPENAPI_VERSION: Final = "3.1.0"
 SECURITY_SCHEME: Final = "bearerAuth"
 
 _ERROR_DESCRIPTIONS: Final = {
-    400: "`malformed_request`: the body is not JSON (or is missing when required).",
+    400: "`malformed_request`: the body is not JSON (or is missing when required), or a "
+         "query parameter is given more than once.",
     401: "A `token_*` code: the bearer token is missing, malformed, expired, not yet valid, "
          "signed by an unknown key or with a bad signature.",
     403: "`permission_denied`: the token lacks the grant, or is limited to another room.",
@@ -39,6 +43,7 @@ _ERROR_DESCRIPTIONS: Final = {
     429: "`rate_limited`: over the API key's rate limit (`api.rate_limit_per_s`); retry after "
          "`Retry-After` seconds.",
     501: "`not_implemented`: the server has no HS256 API key to sign tokens with.",
+    503: "`store_unavailable`: this server keeps no store (usage records, webhooks).",
 }
 
 _SUCCESS_DESCRIPTIONS: Final = {200: "OK.", 201: "Created.", 204: "Done; no content."}
@@ -47,6 +52,10 @@ _TAGS: Final = (
     {"name": "rooms", "description": "Create, list, inspect, update and delete rooms."},
     {"name": "participants", "description": "A room's participants and their tracks."},
     {"name": "tokens", "description": "Join tokens and meeting links."},
+    {"name": "usage", "description": "Participant sessions' usage records (call-detail "
+                                     "records)."},
+    {"name": "webhooks", "description": "Webhook deliveries the server gave up on, and "
+                                        "their replay."},
     {"name": "meta", "description": "This document."},
 )
 
@@ -62,15 +71,19 @@ on that room only. Errors are `{"error": {"code": ..., "message": ...}}`.
 
 
 def error_statuses(route: Route) -> list[int]:
-    """The error statuses ``route`` may answer, from its shape (422: every route refuses query
-    parameters, which no route takes)."""
+    """The error statuses ``route`` may answer, from its shape (422: every route refuses the
+    query parameters it does not take)."""
     statuses = {422, *route.errors}
     if route.grants:
         statuses |= {401, 403, 429}
     if route.path_params:
         statuses.add(404)
+    if route.query:
+        statuses.add(400)
     if route.body is not None:
         statuses |= {400, 413, 415}
+    if route.store_handler is not None:
+        statuses.add(503)
     return sorted(statuses)
 
 
@@ -78,10 +91,21 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _content(route: Route) -> dict[str, Any]:
+    assert route.response is not None
+    if route.media_type == "application/json":
+        return _json(ref(route.response))
+    # a text stream (JSON Lines): OpenAPI 3.1 describes it as a string; each line is a
+    # ``route.response`` (what OpenAPI 3.2 will call its itemSchema)
+    return {route.media_type: {"schema": {
+        "type": "string", "description": f"One `{route.response}` JSON object per line.",
+        "contentMediaType": route.media_type}}}
+
+
 def _responses(route: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": _SUCCESS_DESCRIPTIONS[route.status]}
     if route.response is not None:
-        ok["content"] = _json(ref(route.response))
+        ok["content"] = _content(route)
     if route.location:
         ok["headers"] = {"Location": {"description": "The created resource's path.",
                                       "required": True, "schema": {"type": "string"}}}
@@ -111,6 +135,8 @@ def _operation(route: Route) -> dict[str, Any]:
     }
     params = [{"name": p.name, "in": "path", "required": True, "description": p.description,
                "schema": p.schema} for p in route.path_params]
+    params += [{"name": p.name, "in": "query", "required": p.required,
+                "description": p.description, "schema": p.schema} for p in route.query]
     if params:
         op["parameters"] = params
     if route.body is not None:
@@ -149,6 +175,19 @@ def build_document(routes: Iterable[Route], *, version: str) -> dict[str, Any]:
 _MAX_REPR_CHARS: Final = 80
 _MAX_MESSAGE_CHARS: Final = 1000
 _NO_TRAILING_NEWLINE: Final = "(?!\\n)"
+#: a JSON number, as a query parameter that admits numbers may spell one
+_NUMERAL: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def _is_date_time(value: object) -> bool:
+    if isinstance(value, str):
+        parse_date_time(value)  # ValueError says why not
+    return True
+
+
+#: the formats the validators check (JSON Schema only annotates ``format`` by default)
+FORMATS: Final = FormatChecker(formats=())
+FORMATS.checks("date-time", raises=ValueError)(_is_date_time)
 
 
 def _inline(node: Any, schemas: Mapping[str, Any], seen: tuple[str, ...] = ()) -> Any:
@@ -180,6 +219,8 @@ def describe(where: str, error: ValidationError) -> str:
     if error.validator == "pattern":  # without the lookahead that only guards Python's "$"
         pattern = str(error.validator_value).removesuffix(_NO_TRAILING_NEWLINE)
         message = f"{_show(error.instance)} does not match {pattern!r}"
+    elif error.validator == "format" and error.cause is not None:
+        message = f"{_show(error.instance)} is not a {error.validator_value!r} ({error.cause})"
     instance = repr(error.instance)
     if len(instance) > _MAX_REPR_CHARS:
         message = message.replace(instance, _show(error.instance))
@@ -190,7 +231,7 @@ def describe(where: str, error: ValidationError) -> str:
 def _validator(schema: dict[str, Any], schemas: Mapping[str, Any]) -> Draft202012Validator:
     inlined = _inline(copy.deepcopy(schema), schemas)
     Draft202012Validator.check_schema(inlined)
-    return Draft202012Validator(inlined)
+    return Draft202012Validator(inlined, format_checker=FORMATS)
 
 
 def _invalid(where: str, validator: Draft202012Validator, value: Any) -> None:
@@ -199,18 +240,62 @@ def _invalid(where: str, validator: Draft202012Validator, value: Any) -> None:
         raise ApiError(422, AE.INVALID_REQUEST, describe(where, error))
 
 
+def _types(schema: Mapping[str, Any]) -> set[str]:
+    """The JSON types an (inlined) schema admits, through ``anyOf`` / ``oneOf``."""
+    kind = schema.get("type")
+    types = {kind} if isinstance(kind, str) else set(kind or ())
+    for branch in (*schema.get("anyOf", ()), *schema.get("oneOf", ())):
+        types |= _types(branch)
+    return types
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """A query parameter's validator, and how to read its text: a parameter that admits
+    numbers takes a JSON numeral as a number; an ``integer`` one is handed over as an int."""
+
+    validator: Draft202012Validator
+    required: bool
+    numeric: bool
+    integer: bool
+
+    @classmethod
+    def of(cls, param: Mapping[str, Any], schemas: Mapping[str, Any]) -> _Query:
+        validator = _validator(param["schema"], schemas)
+        types = _types(validator.schema) - {"null"}
+        return cls(validator, bool(param.get("required")), bool(types & {"number", "integer"}),
+                   types == {"integer"})
+
+    def value(self, where: str, text: str) -> Any:
+        value: Any = text
+        numeral = _NUMERAL.fullmatch(text) if self.numeric else None
+        if numeral is not None:
+            try:
+                value = float(text) if numeral.group(1) or numeral.group(2) else int(text)
+            except ValueError:  # more digits than int() reads: not a number we take
+                pass
+        _invalid(where, self.validator, value)
+        return int(value) if self.integer else value
+
+
 class RequestValidators:
-    """Each route's path parameter and body validators, from the document's own schemas."""
+    """Each route's path parameter, query parameter and body validators, from the
+    document's own schemas."""
 
     def __init__(self, document: Mapping[str, Any], routes: Iterable[Route]) -> None:
         schemas = document["components"]["schemas"]
         self._path: dict[str, dict[str, Draft202012Validator]] = {}
+        self._query: dict[str, dict[str, _Query]] = {}
         self._body: dict[str, Draft202012Validator] = {}
         for route in routes:
             op = document["paths"][route.path][route.method.lower()]
+            params = op.get("parameters", [])
             self._path[route.operation_id] = {
                 param["name"]: _validator(param["schema"], schemas)
-                for param in op.get("parameters", []) if param["in"] == "path"}
+                for param in params if param["in"] == "path"}
+            self._query[route.operation_id] = {
+                param["name"]: _Query.of(param, schemas)
+                for param in params if param["in"] == "query"}
             body = op.get("requestBody")
             if body is not None:
                 self._body[route.operation_id] = _validator(
@@ -224,12 +309,25 @@ class RequestValidators:
             out[name] = value
         return out
 
-    @staticmethod
-    def no_query(names: Iterable[str]) -> None:
-        """422 for any query parameter: no route takes one (a typo must not pass silently)."""
-        for name in names:
-            raise ApiError(422, AE.INVALID_REQUEST,
-                           f"query.{_short_name(name)}: unknown query parameter")
+    def query(self, route: Route, values: MultiMapping[str]) -> dict[str, Any]:
+        """The query parameters given, typed: 422 for one the route does not take (a typo
+        must not pass silently) or a value that breaks its schema, 400 for one given twice."""
+        params = self._query[route.operation_id]
+        for name in values:
+            if name not in params:
+                raise ApiError(422, AE.INVALID_REQUEST,
+                               f"query.{_short_name(name)}: unknown query parameter")
+        out = {}
+        for name, param in params.items():
+            given = values.getall(name, [])
+            if len(given) > 1:
+                raise ApiError(400, AE.MALFORMED_REQUEST,
+                               f"query.{name}: given {len(given)} times (give it once)")
+            if given:
+                out[name] = param.value(f"query.{name}", given[0])
+            elif param.required:  # pragma: no cover - no route has a required one yet
+                raise ApiError(422, AE.INVALID_REQUEST, f"query.{name}: required")
+        return out
 
     def body(self, route: Route, value: Any) -> dict[str, Any]:
         _invalid("body", self._body[route.operation_id], value)

@@ -1,20 +1,20 @@
 """The API's routes: one table that the handlers, the request validators and the OpenAPI
-document are all built from, and the handlers themselves.
+document are all built from (its types are in :mod:`sfu.api.table`), and the room handlers.
 
-Handlers are pure: :class:`ApiCore` methods take a :class:`Call` (verified claims, validated
-path parameters and body, ``now``) and return a :class:`Result` — the status and body to answer and
-the room service's messages (:class:`~sfu.rooms.Out`) for the shell to deliver — or raise
-:class:`~sfu.api.errors.ApiError` / :class:`~sfu.rooms.RoomError`. Every room operation goes
-through :class:`~sfu.rooms.RoomService`, exactly as signaling's admin messages do.
+Room handlers are pure: :class:`ApiCore` methods take a :class:`Call` (verified claims,
+validated path and query parameters and body, ``now``) and return a :class:`Result` — the
+status and body to answer and the room service's messages (:class:`~sfu.rooms.Out`) for the
+shell to deliver — or raise :class:`~sfu.api.errors.ApiError` / :class:`~sfu.rooms.RoomError`.
+Every room operation goes through :class:`~sfu.rooms.RoomService`, exactly as signaling's
+admin messages do. The store-backed routes (usage records, failed webhooks) are served by
+:class:`~sfu.api.usage.UsageApi`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sfu.api import errors as AE
@@ -22,81 +22,12 @@ from sfu.api.auth import check_room, require
 from sfu.api.errors import ApiError
 from sfu.api.roles import grant_for
 from sfu.api.schemas import TOKEN_TTL_DEFAULT_S, ref
-from sfu.rooms import Out, Participant, Room, RoomService
-from signaling.auth import Claims, mint_token
+from sfu.api.table import Call, Param, Result, Route
+from sfu.api.usage import UsageApi
+from sfu.rooms import Participant, Room, RoomService
+from signaling.auth import mint_token
 
-# -- the route table's types -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Param:
-    """A path parameter."""
-
-    name: str
-    schema: dict[str, Any]
-    description: str
-
-
-@dataclass(slots=True, kw_only=True)
-class Call:
-    """One validated request, as a handler sees it."""
-
-    claims: Claims | None
-    now: float
-    path: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] | None = None
-
-    @property
-    def who(self) -> Claims:
-        assert self.claims is not None, "authenticated routes always have claims"
-        return self.claims
-
-
-@dataclass(slots=True)
-class Result:
-    status: int
-    body: Any = None
-    outs: list[Out] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Handler = Callable[["ApiCore", Call], Result]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
-    method: str
-    path: str  # OpenAPI template, also aiohttp's: "/api/rooms/{room}"
-    operation_id: str
-    summary: str
-    description: str
-    tag: str
-    handler: Handler
-    #: the token needs at least one of these grants; () = no authentication
-    grants: tuple[str, ...] = ()
-    body: str | None = None  # component schema of the JSON body
-    body_required: bool = True
-    status: int = 200
-    response: str | None = None  # component schema of the answer; None: no content
-    #: statuses besides those every route of its shape has (see openapi.responses)
-    errors: tuple[int, ...] = ()
-    #: a 201's Location header
-    location: bool = False
-    #: OpenAPI links from the success response: name -> (operationId, {param: expression})
-    links: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
-
-    @property
-    def path_params(self) -> tuple[Param, ...]:
-        return tuple(PATH_PARAMS[name] for name in re.findall(r"\{(\w+)\}", self.path))
-
-
-PATH_PARAMS: Final = {
-    "room": Param(name="room", schema=ref("room_name"), description="The room's name."),
-    "identity": Param(name="identity", schema=ref("identity"),
-                      description="The participant's identity."),
-    "track_sid": Param(name="track_sid", schema=ref("sid"), description="The track's sid."),
-}
-
+__all__ = ["ROUTES", "ApiCore", "Call", "Param", "Result", "Route", "join_url", "room_to_api"]
 
 # -- the handlers ----------------------------------------------------------------------------
 
@@ -275,6 +206,28 @@ class ApiCore:
 # -- the table -------------------------------------------------------------------------------
 
 _ROOM = "/api/rooms/{room}"
+_WINDOW_DESCRIPTION = (
+    "Sessions overlapping the window `[from, to)`: joined before `to` and not left by `from` "
+    "(one that left exactly at `from`, or joined exactly at `to`, is outside); an open "
+    "session counts up to now. `from` after `to` is 422.")
+_ROOM_ID: Final = Param(
+    name="room_id", schema=ref("room_name"), required=False,
+    description="Only this room: its name (every room of that name, over time) or its sid "
+                "(that one room). Required, and equal to the token's room, for a token that "
+                "names a room.")
+_FROM: Final = Param(name="from", schema=ref("time"), required=False,
+                     description="The window's start (inclusive); absent: unbounded.")
+_TO: Final = Param(name="to", schema=ref("time"), required=False,
+                   description="The window's end (exclusive); absent: unbounded.")
+_LIMIT: Final = Param(name="limit", schema=ref("page_limit"), required=False,
+                      description="The most items in this page (1..10000, default 1000).")
+_CURSOR: Final = Param(name="cursor", schema=ref("cursor"), required=False,
+                       description="The previous page's `next_cursor`; absent: the first "
+                                   "page.")
+_WEBHOOK_ROOM: Final = Param(
+    name="room_id", schema=ref("room_name"), required=False,
+    description="Only this room's deliveries (its name). Required, and equal to the token's "
+                "room, for a token that names a room.")
 _PARTICIPANT = _ROOM + "/participants/{identity}"
 _BY_NAME: Final = {"room": "$response.body#/name"}
 
@@ -369,4 +322,39 @@ ROUTES: Final[tuple[Route, ...]] = (
                       "server has no HS256 API key to sign with.",
           handler=ApiCore.create_token, grants=("room_admin",), body="CreateToken",
           status=201, response="Token", errors=(404, 501)),
+    # usage records
+    Route(method="GET", path="/api/usage/sessions", operation_id="listSessions", tag="usage",
+          summary="List participant sessions' usage records (call-detail records)",
+          description=_WINDOW_DESCRIPTION + " In join order, a page at a time: pass "
+                      "`next_cursor` as `cursor` for the next. Needs `roomAdmin`.",
+          store_handler=UsageApi.list_sessions, grants=("room_admin",),
+          query=(_ROOM_ID, _FROM, _TO, _LIMIT, _CURSOR), response="SessionPage"),
+    Route(method="GET", path="/api/usage/summary", operation_id="getUsageSummary",
+          tag="usage", summary="Sum up the sessions in a time window",
+          description=_WINDOW_DESCRIPTION + " `participant_seconds` counts only the time "
+                      "inside the window. Needs `roomAdmin`.",
+          store_handler=UsageApi.summary, grants=("room_admin",),
+          query=(_ROOM_ID, _FROM, _TO), response="UsageSummary"),
+    Route(method="GET", path="/api/usage/sessions.jsonl", operation_id="exportSessions",
+          tag="usage", summary="Export every session in a time window as JSON Lines",
+          description=_WINDOW_DESCRIPTION + " One `SessionRecord` per line, in join order, "
+                      "streamed as it is read. Needs `roomAdmin`.",
+          store_handler=UsageApi.export_sessions, grants=("room_admin",),
+          query=(_ROOM_ID, _FROM, _TO), response="SessionRecord",
+          media_type="application/jsonl"),
+    # webhooks
+    Route(method="GET", path="/api/webhooks/failed", operation_id="listFailedWebhooks",
+          tag="webhooks", summary="List the webhook deliveries the server gave up on",
+          description="Deliveries still undelivered `webhooks.max_age_s` after their event, "
+                      "oldest first, a page at a time. Needs `roomAdmin`.",
+          store_handler=UsageApi.list_failed, grants=("room_admin",),
+          query=(_WEBHOOK_ROOM, _LIMIT, _CURSOR), response="FailedDeliveryPage"),
+    Route(method="POST", path="/api/webhooks/failed/replay",
+          operation_id="replayFailedWebhooks", tag="webhooks",
+          summary="Send failed webhook deliveries again",
+          description="Queues them again (`ids`, every one of `room_id`, or all), due now, "
+                      "with a fresh `webhooks.max_age_s`; they are sent in order per room "
+                      "and endpoint with the same `webhook-id`. Needs `roomAdmin`.",
+          store_handler=UsageApi.replay_failed, grants=("room_admin",), body="ReplayFailed",
+          response="ReplayResult"),
 )

@@ -28,6 +28,9 @@ MAX_UNIX_S: Final = 253402300799  # 9999-12-31T23:59:59Z
 TOKEN_TTL_MIN_S: Final = 60.0
 TOKEN_TTL_MAX_S: Final = 7 * 86400.0
 TOKEN_TTL_DEFAULT_S: Final = 6 * 3600.0
+PAGE_LIMIT_MAX: Final = 10000
+PAGE_LIMIT_DEFAULT: Final = 1000
+MAX_ROW_ID: Final = 2**63 - 1  # SQLite's largest integer (cursors, delivery ids)
 
 
 def ref(name: str) -> dict[str, str]:
@@ -54,6 +57,9 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _UNIX_S = {"type": "number", "minimum": 0}
+_SECONDS = {"type": "number", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 0}
+_CURSOR_DESCRIPTION = "Pass it as `cursor` to get the next page; null on the last page."
 
 _OWN: Final[dict[str, dict[str, Any]]] = {
     "OpenApiDocument": {
@@ -238,6 +244,150 @@ _OWN: Final[dict[str, dict[str, Any]]] = {
         },
         "required": ["token", "room", "identity", "role", "expires_at", "join_url", "grant"],
         "additionalProperties": False,
+    },
+    # -- usage records and the webhook outbox ------------------------------------------
+    "time": {
+        "description": "A time: unix seconds, or an RFC 3339 date-time "
+                       "(`2026-11-23T18:00:00Z`, `2026-11-23T19:00:00.5+01:00`).",
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_UNIX_S},
+                  {"type": "string", "format": "date-time"}],
+    },
+    "cursor": {
+        "description": "Where the next page starts: the `next_cursor` of the previous page.",
+        "type": "integer", "minimum": 0, "maximum": MAX_ROW_ID,
+    },
+    "page_limit": {
+        "description": "The most items in one page.",
+        "type": "integer", "minimum": 1, "maximum": PAGE_LIMIT_MAX,
+        "default": PAGE_LIMIT_DEFAULT,
+    },
+    "SessionRecord": {
+        "description": "A participant session's usage record (call-detail record): from "
+                       "joining a room to leaving it. An open session has `left_at`, "
+                       "`duration_s` and `leave_reason` null and running totals.",
+        "type": "object",
+        "properties": {
+            "session_id": {"type": "string", "description": "This session's id."},
+            "room": {"type": "string", "description": "The room's name."},
+            "room_sid": {"type": "string", "description": "The room's sid: one room, where "
+                                                          "names may be reused over time."},
+            "participant_sid": {"type": "string"},
+            "identity": {"type": "string"},
+            "name": {"type": "string"},
+            "hidden": {"type": "boolean"},
+            "joined_at": {**_UNIX_S, "description": "When it joined (unix s)."},
+            "left_at": {**_nullable(_UNIX_S), "description": "When it left (unix s)."},
+            "duration_s": {**_nullable(_SECONDS), "description": "`left_at - joined_at`."},
+            "leave_reason": {"type": ["string", "null"],
+                             "description": "Why it left: `client_request`, "
+                                            "`participant_removed`, `room_deleted`, "
+                                            "`server_shutdown`, `server_crash`, …"},
+            "bytes_in": {**_COUNT, "description": "RTP payload bytes received from it."},
+            "bytes_out": {**_COUNT, "description": "RTP payload bytes sent to it."},
+            "published_s": {**_SECONDS, "description": "Track-seconds it published."},
+            "subscribed_s": {**_SECONDS, "description": "Track-seconds it was subscribed."},
+            "average_quality": {"type": ["number", "null"], "minimum": 0, "maximum": 5,
+                                "description": "Mean connection quality (MOS, 1..5); null "
+                                               "without media."},
+        },
+        "required": ["session_id", "room", "room_sid", "participant_sid", "identity", "name",
+                     "hidden", "joined_at", "left_at", "duration_s", "leave_reason",
+                     "bytes_in", "bytes_out", "published_s", "subscribed_s",
+                     "average_quality"],
+        "additionalProperties": False,
+    },
+    "SessionPage": {
+        "type": "object",
+        "properties": {
+            "sessions": {"type": "array", "items": ref("SessionRecord"),
+                         "description": "In the order they joined."},
+            "next_cursor": {"type": ["integer", "null"], "minimum": 0,
+                            "description": _CURSOR_DESCRIPTION},
+        },
+        "required": ["sessions", "next_cursor"], "additionalProperties": False,
+    },
+    "UsageSummary": {
+        "description": "The sessions overlapping the window, summed up.",
+        "type": "object",
+        "properties": {
+            "room": {"type": ["string", "null"], "description": "`room_id`, as given."},
+            "from": {**_nullable({"type": "number"}),
+                     "description": "The window's start (unix s), as given."},
+            "to": {**_nullable({"type": "number"}),
+                   "description": "The window's end (unix s), as given."},
+            "unique_participants": {**_COUNT, "description": "Distinct identities."},
+            "sessions": _COUNT,
+            "open_sessions": {**_COUNT, "description": "Sessions not yet ended."},
+            "first_join": {**_nullable({"type": "number"}),
+                           "description": "The earliest `joined_at` (unix s)."},
+            "last_leave": {**_nullable({"type": "number"}),
+                           "description": "The latest `left_at`; null while a session is "
+                                          "open."},
+            "duration_s": {**_nullable({"type": "number"}),
+                           "description": "`last_leave - first_join`; null while a "
+                                          "session is open."},
+            "participant_seconds": {**_SECONDS,
+                                    "description": "The sessions' time inside the window, "
+                                                   "summed (open ones up to now)."},
+            "bytes_in": _COUNT,
+            "bytes_out": _COUNT,
+        },
+        "required": ["room", "from", "to", "unique_participants", "sessions",
+                     "open_sessions", "first_join", "last_leave", "duration_s",
+                     "participant_seconds", "bytes_in", "bytes_out"],
+        "additionalProperties": False,
+    },
+    "FailedDelivery": {
+        "description": "A webhook the server gave up on (`webhooks.max_age_s` after its "
+                       "event).",
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID,
+                   "description": "The delivery's id (for replay)."},
+            "event_id": {"type": "string", "description": "The event's id, sent as "
+                                                         "`webhook-id`."},
+            "event_type": {"type": "string"},
+            "endpoint": {"type": "string", "description": "The endpoint's `name`."},
+            "room": {"type": "string", "description": "The room's name."},
+            "event_created_at": {**_UNIX_S, "description": "When the event happened."},
+            "attempts": _COUNT,
+            "last_attempt_at": _nullable(_UNIX_S),
+            "last_status": {"type": ["integer", "null"],
+                            "description": "The HTTP status of the last attempt; null when "
+                                           "there was no answer."},
+            "last_error": {"type": ["string", "null"]},
+        },
+        "required": ["id", "event_id", "event_type", "endpoint", "room", "event_created_at",
+                     "attempts", "last_attempt_at", "last_status", "last_error"],
+        "additionalProperties": False,
+    },
+    "FailedDeliveryPage": {
+        "type": "object",
+        "properties": {
+            "deliveries": {"type": "array", "items": ref("FailedDelivery"),
+                           "description": "Oldest first."},
+            "next_cursor": {"type": ["integer", "null"], "minimum": 0,
+                            "description": _CURSOR_DESCRIPTION},
+        },
+        "required": ["deliveries", "next_cursor"], "additionalProperties": False,
+    },
+    "ReplayFailed": {
+        "description": "Which failed deliveries to send again: `ids`, or every one of "
+                       "`room_id`, or both (those ids in that room); `{}`: all.",
+        "type": "object",
+        "properties": {
+            "ids": {"type": "array", "maxItems": PAGE_LIMIT_MAX,
+                    "items": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID}},
+            "room_id": {**ref("room_name"), "description": "The room's name."},
+        },
+        "additionalProperties": False,
+    },
+    "ReplayResult": {
+        "type": "object",
+        "properties": {"replayed": {**_COUNT,
+                                    "description": "Deliveries queued again (ids that are "
+                                                   "not failed deliveries are skipped)."}},
+        "required": ["replayed"], "additionalProperties": False,
     },
 }
 

@@ -1,15 +1,17 @@
 """The REST API's aiohttp shell, mounted under ``/api/`` on the HTTP port.
 
 Per request: authenticate the bearer token (401), spend one request of its API key's rate
-limit (429), check the route's grants (403), validate path and body against the
-OpenAPI document's schemas (400 / 413 / 415 / 422), call the pure handler, deliver the room
-service's messages to the participants' sessions, answer. Every refusal is
+limit (429), check the route's grants (403), validate path, query and body against the
+OpenAPI document's schemas (400 / 413 / 415 / 422), call the handler — a pure one over the
+room service, or a store-backed one that awaits the store — deliver the room service's
+messages to the participants' sessions, answer (or stream the answer). Every refusal is
 ``{"error": {"code", "message"}}``, counted in ``sfu_api_errors_total{code}``; a bug answers
 500 ``internal_error``, is logged once and never takes the daemon down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,7 +29,9 @@ from sfu.api.auth import api_key, bearer_token, require_any
 from sfu.api.errors import ApiError, from_signaling, unauthorized
 from sfu.api.openapi import RequestValidators, build_document
 from sfu.api.ratelimit import KeyedRateLimiter
-from sfu.api.routes import ROUTES, ApiCore, Call, Route
+from sfu.api.routes import ROUTES, ApiCore, Call, Result, Route
+from sfu.api.table import Stream
+from sfu.api.usage import UsageApi
 from sfu.config import ApiConfig
 from sfu.rooms import Out, RoomService
 from sfu.store.writer import StoreWriter
@@ -67,6 +71,7 @@ class ApiServer:
         self.core = ApiCore(rooms, minting_keys=minting_keys, join_base_url=join_base_url,
                             participant_media=participant_media,
                             openapi=lambda: self.document)
+        self.usage = UsageApi(store)
         self.limiter = KeyedRateLimiter(cfg.rate_limit_per_s, cfg.rate_limit_burst)
         self.any_origin = "*" in cfg.cors_origins
         self.origins = frozenset(o.lower() for o in cfg.cors_origins if o != "*")
@@ -87,21 +92,23 @@ class ApiServer:
     def _origin_allowed(self, origin: str | None) -> bool:
         return origin is not None and (self.any_origin or origin.lower() in self.origins)
 
-    @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The CORS headers, when the request's origin is allowed (before they are sent)."""
         origin = request.headers.get("Origin")
-        cors = self._origin_allowed(origin)
-        if (cors and request.method == "OPTIONS"
-                and "Access-Control-Request-Method" in request.headers):
-            response = self._preflight(request)
-        else:
-            response = await self._respond(request, handler)
-        if cors:
-            assert origin is not None
+        if origin is not None and self._origin_allowed(origin) and not response.prepared:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE_HEADERS
             response.headers.add("Vary", "Origin")
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if (request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+                and self._origin_allowed(request.headers.get("Origin"))):
+            response = self._preflight(request)
+        else:
+            response = await self._respond(request, handler)
+        self._cors(request, response)  # a streamed answer got them before its headers went
         return response
 
     async def _respond(self, request: web.Request,
@@ -193,23 +200,56 @@ class ApiServer:
         now = self.clock()
         claims = self._authenticate(route, request, now)
         path = self.validators.path(route, request.match_info)
-        self.validators.no_query(request.query)
-        call = Call(claims=claims, now=now, path=path)
+        query = self.validators.query(route, request.query)
+        call = Call(claims=claims, now=now, path=path, query=query)
         call.body = await self._read_body(route, request)
+        result: Result | Stream
         try:
-            result = route.handler(self.core, call)
+            if route.store_handler is not None:
+                result = await route.store_handler(self.usage, call)
+            else:
+                assert route.handler is not None
+                result = route.handler(self.core, call)
         except SignalingError as exc:
             raise from_signaling(exc) from None
+        if isinstance(result, Stream):
+            return await self._stream(request, result)
         if result.outs:
             self.deliver(result.outs)
         if route.method != "GET":
             body = call.body or {}
             created = result.body if isinstance(result.body, dict) else {}
             logger.info("api_call", operation=route.operation_id, status=result.status,
-                        room=call.path.get("room") or body.get("room") or created.get("name"),
+                        room=(call.path.get("room") or body.get("room") or body.get("room_id")
+                              or created.get("name")),
                         participant=call.path.get("identity") or body.get("identity"),
                         api_key=api_key(claims) if claims else None)
         if result.body is None:
             return web.Response(status=result.status, headers=result.headers)
         return web.json_response(result.body, status=result.status, headers=result.headers,
                                  dumps=_dumps)
+
+    async def _stream(self, request: web.Request, stream: Stream) -> web.StreamResponse:
+        """Send the status and headers, then each chunk as it comes. A failure after the
+        headers cannot be answered as an error: it is logged and the connection is closed
+        before the body's end, so the client sees a truncated answer, never a short one
+        that looks complete."""
+        response = web.StreamResponse(status=stream.status,
+                                      headers={"Content-Type": stream.content_type})
+        self._cors(request, response)
+        await response.prepare(request)
+        async with contextlib.aclosing(stream.chunks) as chunks:
+            try:
+                async for chunk in chunks:
+                    await response.write(chunk)
+            except ConnectionError:  # the client went away
+                return response
+            except Exception:
+                logger.exception("api_handler_failed", path=request.path[:200],
+                                 method=request.method)
+                metrics.api_errors.labels(AE.INTERNAL_ERROR).inc()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        await response.write_eof()
+        return response

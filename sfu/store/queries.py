@@ -18,23 +18,24 @@ __all__ = ["sessions", "summary"]
 _FAR = 1e18
 
 
-def _where(room: str | None, start: float | None, end: float | None,
+def _where(room: str | None, start: float | None, end: float | None, match_sid: bool,
            ) -> tuple[str, dict[str, Any]]:
     clauses = ["joined_at < :end", "(left_at IS NULL OR left_at > :start)"]
     params: dict[str, Any] = {"end": _FAR if end is None else end,
                               "start": -_FAR if start is None else start}
     if room is not None:
-        clauses.append("(room = :room OR room_sid = :room)")
+        clauses.append("(room = :room OR room_sid = :room)" if match_sid else "room = :room")
         params["room"] = room
     return " AND ".join(clauses), params
 
 
 def sessions(conn: sqlite3.Connection, *, room: str | None = None, start: float | None = None,
              end: float | None = None, limit: int = 1000, after: int = 0,
-             ) -> tuple[list[dict[str, Any]], int | None]:
+             match_sid: bool = True) -> tuple[list[dict[str, Any]], int | None]:
     """One page of the sessions overlapping the window, in join order; and the cursor of
-    the next page (None on the last)."""
-    where, params = _where(room, start, end)
+    the next page (None on the last). ``room`` is a name, or also a sid with
+    ``match_sid`` (off for callers limited to one room name: a name may look like a sid)."""
+    where, params = _where(room, start, end, match_sid)
     rows = conn.execute(f"SELECT * FROM sessions WHERE {where} AND seq > :after ORDER BY seq "
                         "LIMIT :limit", {**params, "after": after, "limit": limit + 1}).fetchall()
     more = len(rows) > limit
@@ -43,10 +44,11 @@ def sessions(conn: sqlite3.Connection, *, room: str | None = None, start: float 
 
 
 def summary(conn: sqlite3.Connection, now: float, *, room: str | None = None,
-            start: float | None = None, end: float | None = None) -> dict[str, Any]:
+            start: float | None = None, end: float | None = None,
+            match_sid: bool = True) -> dict[str, Any]:
     """Unique participants, sessions, first join, last leave (None while someone is still
     there) and the span between them, plus participant-seconds clipped to the window."""
-    where, params = _where(room, start, end)
+    where, params = _where(room, start, end, match_sid)
     lo = -_FAR if start is None else start
     hi = min(now, _FAR if end is None else end)
     row = conn.execute(

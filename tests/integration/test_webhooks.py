@@ -171,6 +171,8 @@ async def test_events_held_back_by_a_failing_receiver_arrive_later_in_order(
         await asyncio.sleep(1.0)  # a few retries fail
         receiver.failing = False
         store = tmp_path / "sfu.db"
+        await until(lambda: len([e for e in committed(store) if e[2] == "standup"]) >= 9, 5,
+                    "the writer's commits")
         expected = [e for e in committed(store) if e[2] == "standup"]
         assert [t for _, t, _ in expected] == [
             "room_started", "participant_joined", "participant_joined", "track_published",
@@ -206,12 +208,19 @@ async def test_a_failing_room_does_not_delay_another_room(tmp_path: Path,
         await leave(fast)
         await leave(slow)
         store = tmp_path / "sfu.db"
-        fast_ids = [i for i, _, room in committed(store) if room == "fast"]
-        assert len(fast_ids) == 3  # room_started, joined, left
+
+        def fast_committed() -> list[str]:
+            return [i for i, _, room in committed(store) if room == "fast"]
+
+        # room_started, joined, left (committed by the writer thread a moment after leave)
+        await until(lambda: len(fast_committed()) == 3, 5, "the fast room's events")
+        fast_ids = fast_committed()
         await until(lambda: receiver.room_order("fast") == fast_ids, 5, "the fast room")
         assert receiver.room_order("slow") == []
         assert receiver.refused >= 1
         receiver.failing_rooms = set()
+        await until(lambda: len([e for e in committed(store) if e[2] == "slow"]) == 3, 5,
+                    "the slow room's events")
         slow_ids = [i for i, _, room in committed(store) if room == "slow"]
         await until(lambda: receiver.room_order("slow") == slow_ids, 10, "the slow room")
     finally:
@@ -235,6 +244,8 @@ async def test_sigkill_loses_no_event_and_no_session(tmp_path: Path) -> None:
         bob, _ = await join(d, "bob", "standup")
         cyd, _ = await join(d, "cyd", "retro")
         await leave(bob)
+        # 2 rooms started, 3 joined, 1 published, 1 left: committed a moment later
+        await until(lambda: len(committed(store)) == 7, 5, "the writer's commits")
         # a checkpoint of the open sessions happens within a second
         await until(lambda: len(_open_sessions(store)) == 2 and min(
             _open_sessions(store).values()) > time.time() - 0.9, 5, "a checkpoint")
@@ -243,7 +254,7 @@ async def test_sigkill_loses_no_event_and_no_session(tmp_path: Path) -> None:
         for c in (ada, cyd):
             await c.close()
         before = committed(store)
-        assert len(before) == 7  # 2 rooms started, 3 joined, 1 published, 1 left
+        assert len(before) == 7
         open_at_kill = _open_sessions(store)
         assert len(open_at_kill) == 2
         await receiver.start()

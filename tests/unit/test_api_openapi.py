@@ -14,7 +14,9 @@ from sfu.api import jsonbody
 from sfu.api.errors import CODES, ApiError
 from sfu.api.openapi import RequestValidators, build_document, error_statuses
 from sfu.api.routes import ROUTES, ApiCore, Route
-from sfu.api.schemas import PREFIX
+from sfu.api.schemas import MAX_ROW_ID, PREFIX
+from sfu.api.table import Route as TableRoute
+from sfu.api.usage import UsageApi
 from sfu.config import ApiConfig
 from signaling.messages import load_schema
 
@@ -41,9 +43,16 @@ def test_every_route_is_documented_once_with_its_statuses() -> None:
         route = BY_ID[op["operationId"]]
         assert (path, method.upper()) == (route.path, route.method)
         assert set(op["responses"]) == {str(route.status), *map(str, error_statuses(route))}
-        assert [p["name"] for p in op.get("parameters", [])] == \
-            [p.name for p in route.path_params]
-        assert callable(route.handler) and hasattr(ApiCore, route.handler.__name__)
+        assert [(p["name"], p["in"]) for p in op.get("parameters", [])] == \
+            [(p.name, "path") for p in route.path_params] + \
+            [(p.name, "query") for p in route.query]
+        if route.handler is not None:
+            assert route.store_handler is None
+            assert hasattr(ApiCore, route.handler.__name__)
+        else:
+            assert route.store_handler is not None
+            assert hasattr(UsageApi, route.store_handler.__name__)
+            assert "503" in op["responses"]
 
 
 def test_document_is_openapi_3_1_and_its_refs_resolve() -> None:
@@ -148,13 +157,83 @@ def test_path_validation_and_no_query() -> None:
     with pytest.raises(ApiError) as e:
         VALIDATORS.path(route, {**ok, "track_sid": "x" * 65})
     assert e.value.message.startswith("path.track_sid: ")
-    VALIDATORS.no_query(MultiDict())
+    assert VALIDATORS.query(route, MultiDict()) == {}
     with pytest.raises(ApiError) as e:
-        VALIDATORS.no_query(MultiDict([("room", "r")]))
+        VALIDATORS.query(route, MultiDict([("room", "r")]))
     assert (e.value.status, e.value.message) == (422, "query.room: unknown query parameter")
     with pytest.raises(ApiError) as e:
-        VALIDATORS.no_query(MultiDict([("x" * 100, "r")]))
+        VALIDATORS.query(route, MultiDict([("x" * 100, "r")]))
     assert e.value.message.startswith("query.'xxxx") and len(e.value.message) < 120
+
+
+@pytest.mark.parametrize(("op", "query", "expected"), [
+    ("listSessions", [], {}),
+    ("listSessions", [("room_id", "RM_x1"), ("from", "0"), ("to", "1767225600.25"),
+                      ("limit", "10000"), ("cursor", "0")],
+     {"room_id": "RM_x1", "from": 0, "to": 1767225600.25, "limit": 10000, "cursor": 0}),
+    ("listSessions", [("limit", "1.0"), ("cursor", str(MAX_ROW_ID))],
+     {"limit": 1, "cursor": MAX_ROW_ID}),
+    ("getUsageSummary", [("from", "2026-11-23T18:00:00Z"), ("to", "2026-11-23t19:00:00.5+01:00")],
+     {"from": "2026-11-23T18:00:00Z", "to": "2026-11-23t19:00:00.5+01:00"}),
+    ("exportSessions", [("to", "1e3")], {"to": 1000.0}),
+    ("listFailedWebhooks", [("room_id", "sales"), ("limit", "1")],
+     {"room_id": "sales", "limit": 1}),
+])
+def test_query_validation_accepts_and_types(op: str, query: list[tuple[str, str]],
+                                             expected: dict[str, Any]) -> None:
+    got = VALIDATORS.query(BY_ID[op], MultiDict(query))
+    assert got == expected
+    assert all(type(got[k]) is type(v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize(("op", "query", "status", "message"), [
+    ("listSessions", [("limit", "0")], 422, "query.limit: 0 is less than the minimum of 1"),
+    ("listSessions", [("limit", "10001")], 422, "query.limit: 10001 is greater than"),
+    ("listSessions", [("limit", "ten")], 422, "query.limit: 'ten' is not of type 'integer'"),
+    ("listSessions", [("limit", "1.5")], 422, "query.limit: 1.5 is not of type 'integer'"),
+    ("listSessions", [("cursor", "-1")], 422, "query.cursor: -1 is less than the minimum"),
+    ("listSessions", [("cursor", str(MAX_ROW_ID + 1))], 422, "query.cursor: 92233720368547"),
+    ("listSessions", [("limit", "1"), ("limit", "2")], 400,
+     "query.limit: given 2 times (give it once)"),
+    ("listSessions", [("room_id", "a b")], 422, "query.room_id: 'a b' does not match"),
+    ("listSessions", [("room_id", "")], 422, "query.room_id: '' should be non-empty"),
+    ("listSessions", [("from", "-1")], 422, "query.from: -1 is less than the minimum of 0"),
+    ("listSessions", [("from", "1e400")], 422, "query.from: inf is greater than the maximum"),
+    ("listSessions", [("from", "yesterday")], 422,
+     "query.from: 'yesterday' is not a 'date-time' (expected unix seconds or an RFC 3339"),
+    ("listSessions", [("to", "2026-02-30T00:00:00Z")], 422,
+     "query.to: '2026-02-30T00:00:00Z' is not a 'date-time' (day is out of range for month)"),
+    ("listSessions", [("to", "2026-11-23T18:00:00")], 422,
+     "query.to: '2026-11-23T18:00:00' is not a 'date-time'"),
+    ("getUsageSummary", [("limit", "1")], 422, "query.limit: unknown query parameter"),
+    ("replayFailedWebhooks", [("room_id", "r")], 422, "query.room_id: unknown query parameter"),
+])
+def test_query_validation_refuses(op: str, query: list[tuple[str, str]], status: int,
+                                  message: str) -> None:
+    with pytest.raises(ApiError) as e:
+        VALIDATORS.query(BY_ID[op], MultiDict(query))
+    assert e.value.status == status
+    assert e.value.code == ("malformed_request" if status == 400 else "invalid_request")
+    assert e.value.message.startswith(message), e.value.message
+
+
+def test_query_parameters_are_documented_with_their_schemas() -> None:
+    op = DOC["paths"]["/api/usage/sessions"]["get"]
+    params = {p["name"]: p for p in op["parameters"]}
+    assert list(params) == ["room_id", "from", "to", "limit", "cursor"]
+    assert all(p["in"] == "query" and p["required"] is False for p in params.values())
+    assert params["from"]["schema"] == {"$ref": PREFIX + "time"}
+    limit = DOC["components"]["schemas"]["page_limit"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 10000, 1000)
+    export = DOC["paths"]["/api/usage/sessions.jsonl"]["get"]["responses"]["200"]
+    assert list(export["content"]) == ["application/jsonl"]
+    assert set(op["responses"]) == {"200", "400", "401", "403", "422", "429", "503"}
+
+
+def test_a_route_has_exactly_one_handler() -> None:
+    with pytest.raises(ValueError, match="exactly one of handler, store_handler"):
+        TableRoute(method="GET", path="/api/x", operation_id="x", summary="", description="",
+                   tag="meta")
 
 
 def test_validators_follow_the_document() -> None:
@@ -225,6 +304,7 @@ def _largest_body(route: Route) -> dict[str, Any]:
                                              "can_update_metadata": False,
                                              "hidden": False}},
         "muteTrack": {"muted": False},
+        "replayFailedWebhooks": {"ids": [MAX_ROW_ID] * 10000, "room_id": "r" * 128},
         "sendData": {"payload": "A" * 87384, "kind": "reliable", "topic": astral * 256,
                      "destination_identities": [astral * 256] * 1024},
         "createToken": {"room": "r" * 128, "identity": astral * 256, "role": "participant",
