@@ -329,3 +329,15 @@ def test_the_writer_commits_in_order_and_a_bad_job_fails_alone(tmp_path: Path) -
     writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit(insert("RM_3")).result(1)
+
+
+def test_a_room_filter_matches_names_and_only_optionally_sids(store: Journaled) -> None:
+    p = store.join("ada", now=100.0, room="standup")
+    sid = store.rooms.rooms["standup"].sid
+    store.join("bob", now=100.0, room=sid)  # a room *named* like the first room's sid
+    by_name, _ = queries.sessions(store.conn, room=sid, match_sid=False)
+    assert [r["identity"] for r in by_name] == ["bob"]
+    both, _ = queries.sessions(store.conn, room=sid)
+    assert {r["identity"] for r in both} == {"ada", "bob"}
+    assert queries.summary(store.conn, 200.0, room=sid, match_sid=False)["sessions"] == 1
+    assert p.room == "standup"
