@@ -341,3 +341,22 @@ def test_a_room_filter_matches_names_and_only_optionally_sids(store: Journaled) 
     assert {r["identity"] for r in both} == {"ada", "bob"}
     assert queries.summary(store.conn, 200.0, room=sid, match_sid=False)["sessions"] == 1
     assert p.room == "standup"
+
+
+def test_recording_events_keep_the_recordings_index(store: Journaled) -> None:
+    room = store.rooms.create_room("standup", now=10.0)
+    for kind, at, rec in (
+            ("recording_started", 20.0, {"id": "REC_1", "path": "/rec/standup.mp4"}),
+            ("recording_finished", 80.0, {"id": "REC_1", "status": "ready",
+                                          "size_bytes": 123456, "duration_s": 60.0})):
+        store.conn.execute("BEGIN")
+        journal.record(store.conn, RoomEvent(type=kind, id=f"EV_{kind}", at=at,
+                                             room_sid=room.sid, room=room.name,
+                                             recording=rec), SUBSCRIBERS)
+        store.conn.execute("COMMIT")
+    row = store.conn.execute("SELECT * FROM recordings").fetchone()
+    assert (row["room"], row["started_at"], row["finished_at"], row["status"], row["path"],
+            row["size_bytes"], row["duration_s"]) == (
+        "standup", 20.0, 80.0, "ready", "/rec/standup.mp4", 123456, 60.0)
+    finished = store.events()[-1]
+    assert finished["type"] == "recording_finished" and finished["recording"]["id"] == "REC_1"
