@@ -2,8 +2,11 @@
 subprocess).
 
 ``sfu bench forward`` (or ``python -m bench forward``) runs one publisher and N subscribers
-through the SFU; ``sfu bench floor`` pushes the same packet stream through a plain UDP + SRTP
-fan-out, the floor to compare with. Both print one JSON report with ``--json``.
+through the SFU; ``livestream`` the same with simulcast; ``audio`` P audio publishers and S
+subscribers; ``meeting`` N participants who all receive each other (``--rooms R`` copies any
+of them into R rooms, ``--processes K`` spreads the clients over K processes); ``sfu bench
+floor`` pushes the forward packet stream through a plain UDP + SRTP fan-out, the floor to
+compare with. All print one JSON report with ``--json``.
 
 Modules, one concept each:
 
@@ -16,6 +19,10 @@ Modules, one concept each:
 - ``transport``: one client transport on its own UDP socket: ICE check, DTLS client, SRTP.
 - ``signal``: our JSON-over-WebSocket signaling; ``sdp``: the offers and answers clients write.
 - ``client``: :class:`~bench.client.BenchPublisher`, :class:`~bench.client.BenchSubscriber`.
+- ``scenario``: which clients each room of a run has (:func:`~bench.scenario.plan`) and the
+  clients of one bench process (:class:`~bench.scenario.ClientGroup`); ``worker``: a bench
+  worker process and the coordinator's handle on it (``--processes``).
 - ``daemon``: a daemon subprocess for a run; ``report``: CPU clocks, /metrics, percentiles.
-- ``forward``, ``floor``: the two benches; ``cli``: ``main(argv)``.
+- ``forward``: runs and measures a scenario (forward, livestream, audio, meeting);
+  ``floor``: the floor bench; ``sweep``: ``--sweep``; ``cli``: ``main(argv)``.
 """

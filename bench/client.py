@@ -5,12 +5,16 @@
   sends looped pre-encoded Opus + VP8 (:class:`bench.rtp.PublisherCore`): sender reports
   every second, retransmissions on NACK (RTX when the answer keeps it), a keyframe on
   PLI/FIR. With ``layers`` it publishes RID simulcast (:class:`bench.rtp.SimulcastPublisherCore`)
-  and announces the layers in ``add_track``.
+  and announces the layers in ``add_track``; with ``video=False`` it publishes the audio
+  track alone (:class:`bench.rtp.AudioPublisherCore`). Given another client's
+  ``signaling`` it publishes on that connection: a participant that subscribes and
+  publishes is a :class:`BenchSubscriber` plus a :class:`BenchPublisher` sharing one.
 - :class:`BenchSubscriber` answers the server's subscriber offers, connects, and counts
   what arrives (:class:`bench.rtp.ReceiverCore`), sending RRs, transport-cc feedback, NACKs
   and PLIs; optionally it depacketizes and decodes the video (and lists every decoded
   frame), and chooses a simulcast layer with ``track_settings``. With ``via`` it sends to
-  that address (a relay in front of the server) instead of the server's candidate.
+  that address (a relay in front of the server) instead of the server's candidate. Its
+  ``expect`` says how many streams of each kind it should receive (one per publisher).
 
 Per-packet work is synchronous and small; periodic RTCP of every client in the process
 runs from one shared :class:`Ticker` rather than a timer per client. Nothing is logged per
@@ -23,7 +27,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiortc import RTCCertificate
@@ -33,6 +37,7 @@ from sfu.webrtc.sdp import SdpError, SessionDescription
 
 from .media import EncodedMedia
 from .rtp import (
+    AudioPublisherCore,
     PublisherCore,
     ReceiverCore,
     SimulcastPublisherCore,
@@ -106,14 +111,26 @@ class Ticker:
 
 class _Client:
     def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
-                 rng: random.Random) -> None:
+                 rng: random.Random, signaling: SignalingClient | None = None) -> None:
         self.name = name
         self.rng = rng
         self.certificate = certificate
-        self.signaling = SignalingClient(url, token, name, self.on_signal)
+        #: False when the signaling connection is another client's (a participant's
+        #: publishing half shares its subscribing half's connection).
+        self.owns_signaling = signaling is None
+        self.signaling = signaling or SignalingClient(url, token, name, self.on_signal)
         self.transport: ClientTransport | None = None
         self.error: str | None = None
+        #: Monotonic seconds: when this client started joining (signaling connect, or
+        #: its first request on a shared connection), and when its transport connected.
+        self.join_started: float | None = None
+        self.connected_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def _join(self, timeout_s: float) -> None:
+        self.join_started = time.monotonic()
+        if self.owns_signaling:
+            await self.signaling.connect(timeout_s)
 
     def on_signal(self, msg: Message) -> None:
         pass
@@ -139,7 +156,8 @@ class _Client:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await self.signaling.close()
+        if self.owns_signaling:
+            await self.signaling.close()
         if self.transport is not None:
             await self.transport.close()
 
@@ -148,14 +166,21 @@ class BenchPublisher(_Client):
     """``media``: the audio, and the video unless ``layers`` is given; then each of
     ``layers`` (lowest first, same frame rate) is a simulcast layer sent with the matching
     rid of ``rids``, and the track is announced with ``media``'s size (pass the top layer).
+    With ``video=False`` only the audio track is published. With ``signaling`` it uses
+    that (already joined) connection instead of its own: a participant that publishes and
+    subscribes on one connection.
     """
 
     def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
                  media: EncodedMedia, *, rng: random.Random | None = None,
                  drop_rate: float = 0.0, layers: Sequence[EncodedMedia] | None = None,
-                 rids: Sequence[str] = SIMULCAST_RIDS) -> None:
-        super().__init__(url, token, name, certificate, rng or random.Random())
+                 rids: Sequence[str] = SIMULCAST_RIDS, video: bool = True,
+                 signaling: SignalingClient | None = None) -> None:
+        super().__init__(url, token, name, certificate, rng or random.Random(), signaling)
         self.media = media
+        self.video = video
+        if layers and not video:
+            raise ValueError("simulcast layers without video")
         self.layers = tuple(layers or ())
         if self.layers and len(rids) < len(self.layers):
             raise ValueError(f"{len(self.layers)} simulcast layers but only rids {list(rids)}")
@@ -163,7 +188,7 @@ class BenchPublisher(_Client):
         #: Fraction of first transmissions dropped before sending (simulated upstream loss).
         self.drop_rate = drop_rate
         self.dropped = 0
-        self.core: PublisherCore | SimulcastPublisherCore | None = None
+        self.core: PublisherCore | SimulcastPublisherCore | AudioPublisherCore | None = None
         self.track_sids: dict[str, str] = {}
         self.feedback: dict[str, int] = {}
         self.rtcp_malformed = 0
@@ -196,12 +221,14 @@ class BenchPublisher(_Client):
                                            strict=True)]
 
     async def start(self, *, timeout_s: float = 20.0) -> None:
-        """Join, announce both tracks, offer, connect, and start sending."""
+        """Join (unless on a shared connection), announce the tracks, offer, connect, and
+        start sending."""
         rng = self.rng
         self.transport = await ClientTransport.open(
             self.certificate, on_rtp=None, on_rtcp=self._on_rtcp, rng=rng)
-        await self.signaling.connect(timeout_s)
-        for kind, mid, cid in (("audio", "0", "bench-mic"), ("video", "1", "bench-cam")):
+        await self._join(timeout_s)
+        tracks = (("audio", "0", "bench-mic"), ("video", "1", "bench-cam"))
+        for kind, mid, cid in tracks if self.video else tracks[:1]:
             msg: Message = {"type": "add_track", "cid": cid, "kind": kind, "mid": mid,
                             "source": "microphone" if kind == "audio" else "camera"}
             if kind == "video":
@@ -218,7 +245,7 @@ class BenchPublisher(_Client):
             ufrag=self.transport.credentials.ufrag, pwd=self.transport.credentials.pwd,
             fingerprints=self.fingerprints, port=self.transport.local_port, ssrcs=ssrcs,
             session_id=rng.getrandbits(62), stream_id=stream_id, cname=stream_id,
-            rids=self.rids)
+            rids=self.rids, video=self.video)
         started = time.monotonic()
         reply = await self.signaling.exchange(
             {"type": "offer", "target": "publisher", "sdp": offer},
@@ -233,6 +260,11 @@ class BenchPublisher(_Client):
         now = time.monotonic()
         if self.layers:
             self.core = self._simulcast_core(ssrcs.audio, stream_id, now)
+        elif not self.video:
+            self.core = AudioPublisherCore(
+                self.media, audio_ssrc=ssrcs.audio, start=now, wall_offset_s=WALL_OFFSET_S,
+                cname=stream_id,
+                initial=(rng.getrandbits(16), rng.getrandbits(32), rng.getrandbits(16)))
         else:
             self.core = PublisherCore(
                 self.media, audio_ssrc=ssrcs.audio, video_ssrc=ssrcs.video,
@@ -243,7 +275,7 @@ class BenchPublisher(_Client):
         self.core.rtx_enabled = video is not None and video.port != 0 and "97" in video.fmts
         await self.transport.connect(remote.address, remote.ufrag, remote.pwd,
                                      list(remote.fingerprints), timeout_s=timeout_s)
-        now = time.monotonic()
+        now = self.connected_at = time.monotonic()
         self.core.start = now
         self._next_sr = now + SR_INTERVAL_S
         self._send_due()
@@ -336,9 +368,17 @@ class BenchSubscriber(_Client):
     def __init__(self, url: str, token: str, name: str, certificate: RTCCertificate,
                  ticker: Ticker, *, decode: bool = False, rng: random.Random | None = None,
                  delay_every: int = 4, drop_rate: float = 0.0,
-                 record_frames: bool = False, via: tuple[str, int] | None = None) -> None:
+                 record_frames: bool = False, via: tuple[str, int] | None = None,
+                 expect: Mapping[str, int] | None = None) -> None:
         super().__init__(url, token, name, certificate, rng or random.Random())
         self.ticker = ticker
+        #: How many streams of each kind this subscriber should receive (one per
+        #: publisher's track): :attr:`has_media` is true once each has a packet.
+        self.expect = dict(expect) if expect is not None else {"audio": 1, "video": 1}
+        #: When the first RTP packet arrived (monotonic seconds).
+        self.first_rtp_at: float | None = None
+        #: The others' published tracks: sid → kind (from ``join`` and ``track_published``).
+        self.tracks: dict[str, str] = {}
         #: Where the transport sends (ICE, DTLS, SRTP, SRTCP) instead of the server's
         #: candidate: e.g. a relay in front of the server (None: the candidate).
         self.via = via
@@ -366,7 +406,10 @@ class BenchSubscriber(_Client):
         self.transport = await ClientTransport.open(
             self.certificate, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, rng=self.rng)
         self.transport.drop_rate = self.drop_rate
-        await self.signaling.connect(timeout_s)
+        await self._join(timeout_s)
+        for other in self.signaling.join.get("other_participants", ()):
+            for track in other.get("tracks", ()):
+                self.tracks[track["sid"]] = track["kind"]
 
     async def wait_connected(self, timeout_s: float) -> None:
         try:
@@ -384,6 +427,8 @@ class BenchSubscriber(_Client):
 
     def _on_rtp(self, data: bytes) -> None:
         now = time.monotonic()
+        if self.first_rtp_at is None:
+            self.first_rtp_at = now
         self.core.on_rtp(data, now)
         observer = self.rtp_observer
         if observer is not None:
@@ -406,6 +451,15 @@ class BenchSubscriber(_Client):
         elif kind == "stream_state":
             now = time.monotonic()
             self.stream_states += [(now, update) for update in msg.get("updates", ())]
+        elif kind == "track_published":
+            track = msg.get("track") or {}
+            self.tracks[track.get("sid", "")] = track.get("kind", "")
+        elif kind == "track_unpublished":
+            self.tracks.pop(msg.get("track_sid", ""), None)
+
+    def track_sids(self, kind: str) -> list[str]:
+        """The sids of the others' published tracks of ``kind``."""
+        return [sid for sid, k in self.tracks.items() if k == kind]
 
     def _answer(self, sdp: str) -> None:
         transport = self.transport
@@ -437,14 +491,24 @@ class BenchSubscriber(_Client):
         assert self.transport is not None
         await self.transport.connect(address, ufrag, pwd, fingerprints,
                                      timeout_s=self._timeout_s)
+        self.connected_at = time.monotonic()
         self.ticker.add(self._tick)
         self._connected.set()
 
+    def streams_with_media(self) -> dict[str, int]:
+        """Received streams (SSRCs with at least one packet) by kind."""
+        out: dict[str, int] = {}
+        for stream in self.core.streams.values():
+            if stream.unique:
+                out[stream.info.kind] = out.get(stream.info.kind, 0) + 1
+        return out
+
     @property
     def has_media(self) -> bool:
-        """Audio and video both arrived."""
-        kinds = {s.info.kind for s in self.core.streams.values() if s.unique}
-        return {"audio", "video"} <= kinds
+        """Every expected stream arrived (:attr:`expect`: by default one audio and one
+        video)."""
+        got = self.streams_with_media()
+        return all(got.get(kind, 0) >= n for kind, n in self.expect.items())
 
     async def close(self) -> None:
         self.ticker.remove(self._tick)

@@ -1,5 +1,7 @@
-"""``sfu bench forward``: one publisher (audio + video) → N subscribers in one room;
-``sfu bench livestream``: the same with the video in three RID simulcast layers.
+"""Runs a scenario and measures it: ``sfu bench forward`` (one publisher → N subscribers),
+``livestream`` (the same with the video in three RID simulcast layers), ``audio`` (P audio
+publishers → S subscribers) and ``meeting`` (N participants, everyone receives everyone);
+the clients of each are in :mod:`bench.scenario`.
 
 In ``livestream`` the subscribers are spread over the layers (``track_settings`` quality
 low / medium / high in turn) and, after the measured window, the decoding subscribers change
@@ -8,41 +10,43 @@ layers ``--switches`` times each: the report's ``layer_switch_ms`` is the time f
 
 Without ``--url`` the bench starts its own daemon (``python -m sfu serve`` on free loopback
 ports, pinned with ``taskset -c 0`` when the machine has two CPUs, the bench then on CPU 1).
-All clients share this process's event loop (uvloop). Once every subscriber receives audio
-and video (or ``--media-timeout`` passes), a warm-up is skipped, and over the steady window
-the bench measures:
+The clients share this process's event loop (uvloop), or with ``--processes K`` they are
+spread over K worker processes (:mod:`bench.worker`) that this one drives in step. Once
+every subscriber receives every stream it expects (or ``--media-timeout`` passes), a
+warm-up is skipped, and over the steady window the bench measures:
 
 - packets and bytes the subscribers received (every RTP packet the server sent them:
   media, RTX and padding), loss from their extended sequence numbers (after and before
   retransmissions), one-way delay publisher → subscriber from RTP timestamps and the
-  server's sender reports (which map them to the publisher's NTP clock);
+  server's sender reports (which map them to the publisher's NTP clock); in total and per
+  room (``per_room``);
 - the daemon's CPU time (``/proc/<pid>/stat``; for a remote daemon, its
   ``process_cpu_seconds_total`` when ``--metrics-url`` is given) per forwarded packet;
 - the daemon's own counters when it exports them (``sfu_forwarded_packets_total``...);
-- the bench's own CPU: above 80 % of its core the run measured the bench, and the report
-  says ``"valid": false``.
+- join times: ``join_to_connected_ms`` (signaling connect → every transport of the client
+  connected: ICE + DTLS) and ``join_to_first_media_ms`` (signaling connect → first RTP
+  packet at a subscriber, which includes waiting for publishers that join later);
+- the bench's own CPU, per bench process: above 80 % of its core that process measured
+  itself, and the report says ``"valid": false``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import random
 import secrets
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from aiortc import RTCCertificate
+from typing import Any, Protocol
 
 from sfu.config import DEV_API_KEY, DEV_API_SECRET
-from signaling.auth import VideoGrant, mint_token
 
-from .client import BenchPublisher, BenchSubscriber, Ticker
 from .daemon import LocalDaemon, start_daemon
-from .media import EncodedMedia, load_media, load_simulcast_media
 from .report import (
     BENCH_CPU_LIMIT,
     CpuClock,
@@ -56,6 +60,7 @@ from .report import (
     scrape_metrics,
     usable_cpus,
 )
+from .scenario import QUALITIES, ClientGroup, ClientSpec, ForwardOptions, merge, plan, room_name
 from .transport import BenchError
 
 __all__ = ["ForwardOptions", "run_forward"]
@@ -72,63 +77,53 @@ SERVER_COUNTERS = {
     "sfu_udp_dropped_datagrams_total": "udp_dropped_datagrams",
 }
 
-
-#: Above this p95 lag of the publisher's sends, one-way delays measure the bench too.
+#: Above this p95 lag of the publishers' sends, one-way delays measure the bench too.
 SEND_LAG_WARN_MS = 20.0
 
 
-@dataclass
-class ForwardOptions:
-    subscribers: int = 10
-    duration_s: float = 10.0
-    warmup_s: float = 3.0
-    url: str | None = None
-    api_key: str | None = None
-    api_secret_file: str | None = None
-    metrics_url: str | None = None
-    server_pid: int | None = None
-    room: str = field(default_factory=lambda: f"bench-{secrets.token_hex(4)}")
-    decode: int = 1
-    media_timeout_s: float = 10.0
-    connect_timeout_s: float = 30.0
-    concurrency: int = 16
-    pin: bool = True
-    show_progress: bool = True
-    fps: int = 30
-    video_bitrate_bps: int = 600_000
-    seed: int | None = None
-    loss_pct: float = 0.0
-    publisher_loss_pct: float = 0.0
-    daemon_log_level: str = "warning"
-    #: livestream: the video in 3 RID simulcast layers, subscribers spread over them
-    simulcast: bool = False
-    #: livestream: layer changes per decoding subscriber after the window (latency)
-    switches: int = 0
+class Group(Protocol):
+    """The clients of one bench process: :class:`~bench.scenario.ClientGroup` in this
+    process, or :class:`~bench.worker.WorkerGroup` driving a worker process."""
 
+    async def connect(self) -> dict[str, Any]: ...
 
-QUALITIES = ("low", "medium", "high")
-SWITCH_TIMEOUT_S = 5.0
+    async def wait_media(self) -> dict[str, Any]: ...
+
+    async def snapshot(self, recording: bool | None = None) -> dict[str, Any]: ...
+
+    async def finish(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
 class _Snapshot:
     at: float
     server_cpu_s: float | None
-    bench_cpu_s: float
-    received: int
-    octets: int
-    expected: int
-    unique: int
-    originals: int
-    rtx: int
-    published: int
-    metrics: dict[str, float] | None
-    by_kind: dict[str, int] = field(default_factory=dict)
+    #: Each group's :meth:`~bench.scenario.ClientGroup.snapshot`.
+    groups: list[dict[str, Any]]
+    coordinator_cpu_s: float
+    metrics: dict[str, float] | None = None
     machine: dict[int, float] = field(default_factory=dict)
+
+    @functools.cached_property
+    def rooms(self) -> dict[str, dict[str, int]]:
+        merged: dict[str, dict[str, int]] = {}
+        for group in self.groups:
+            merged = merge(merged, group["rooms"])
+        return merged
+
+    @functools.cached_property
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for counters in self.rooms.values():
+            out = merge(out, counters)
+        return out
 
 
 def run_forward(opts: ForwardOptions) -> tuple[dict[str, Any], int]:
-    """Run the bench; returns the report and the exit status (0: every client connected)."""
+    """Run the scenario ``opts.scenario``; returns the report and the exit status (0: every
+    client connected)."""
     import uvloop
 
     cpus = usable_cpus()
@@ -149,8 +144,10 @@ def run_forward(opts: ForwardOptions) -> tuple[dict[str, Any], int]:
             metrics_url, server_pid = opts.metrics_url, opts.server_pid
         bench_cpu = pin_to_cpu(cpus[1]) if pin else None
         server_core = (daemon.pinned_cpu if daemon is not None else None)
+        # worker processes: on every CPU but the daemon's, round robin
+        worker_cpus: list[int | None] = list(cpus[1:]) if pin else [None]
         report = uvloop.run(_run(opts, url, key, secret, metrics_url, server_pid,
-                                 (server_core, bench_cpu)))
+                                 server_core, bench_cpu, worker_cpus))
         report["server"] = {
             "url": url, "pid": server_pid, "started_by_bench": daemon is not None,
             "pinned_cpu": daemon.pinned_cpu if daemon else None, "bench_cpu": bench_cpu,
@@ -158,8 +155,8 @@ def run_forward(opts: ForwardOptions) -> tuple[dict[str, Any], int]:
         if daemon is not None and daemon.proc.poll() is not None:
             report["errors"].append(f"the daemon exited with {daemon.proc.returncode}: "
                                     f"{daemon.log_tail(5)}")
-        ok = report["connected"]["publisher"] and (
-            report["connected"]["subscribers"] == opts.subscribers)
+        connected = report["connected"]
+        ok = connected["publisher"] and connected["subscribers"] == report["subscribers"]
         return report, 0 if ok else 1
     finally:
         if daemon is not None:
@@ -179,217 +176,84 @@ def _credentials(opts: ForwardOptions) -> tuple[str, str]:
 
 
 async def _run(opts: ForwardOptions, url: str, key: str, secret: str,
-               metrics_url: str | None, server_pid: int | None,
-               cores: tuple[int | None, int | None]) -> dict[str, Any]:
+               metrics_url: str | None, server_pid: int | None, server_core: int | None,
+               bench_cpu: int | None, worker_cpus: Sequence[int | None]) -> dict[str, Any]:
     seed = opts.seed if opts.seed is not None else secrets.randbits(32)
-    layers: tuple[EncodedMedia, ...] | None = None
-    if opts.simulcast:
-        layers = load_simulcast_media(fps=opts.fps, video_bitrate_bps=opts.video_bitrate_bps)
-        media = layers[-1]
-    else:
-        media = load_media(fps=opts.fps, video_bitrate_bps=opts.video_bitrate_bps)
-    certificate = RTCCertificate.generateCertificate()
-    ticker = Ticker()
-    errors: list[str] = []
-
-    def token(identity: str) -> str:
-        return mint_token(key, secret, identity=identity, now=time.time(), ttl_s=6 * 3600,
-                          grant=VideoGrant(room_join=True, room=opts.room))
-
-    subscribers = [
-        BenchSubscriber(url, token(f"sub-{i}"), f"sub-{i}", certificate, ticker,
-                        decode=i < opts.decode, rng=random.Random(seed + i + 1),
-                        drop_rate=opts.loss_pct / 100.0,
-                        record_frames=opts.simulcast and i < opts.decode)
-        for i in range(opts.subscribers)
-    ]
-    publisher = BenchPublisher(url, token("pub"), "pub", certificate, media,
-                               rng=random.Random(seed),
-                               drop_rate=opts.publisher_loss_pct / 100.0, layers=layers)
-    switch_ms: list[float] = []
-    gate = asyncio.Semaphore(max(1, opts.concurrency))
-    setup_started = time.monotonic()
-
-    async def start_subscriber(sub: BenchSubscriber) -> None:
-        async with gate:
-            await sub.start(timeout_s=opts.connect_timeout_s)
-            await sub.wait_connected(opts.connect_timeout_s)
-
+    specs = plan(opts)
+    groups: list[Group] = []
+    #: the CPU each group's process runs on
+    group_cpus: list[int | None] = []
     try:
-        results = await asyncio.gather(*(start_subscriber(s) for s in subscribers),
-                                       return_exceptions=True)
-        errors += [str(r) for r in results if isinstance(r, BaseException)]
-        try:
-            await publisher.start(timeout_s=opts.connect_timeout_s)
-        except (BenchError, OSError) as exc:
-            errors.append(str(exc))
-        setup_s = time.monotonic() - setup_started
-        if not publisher.connected:
-            raise BenchError("the publisher did not connect, nothing to measure: "
-                             + "; ".join(dict.fromkeys(errors[:5])))
+        if opts.processes == 1:
+            groups.append(ClientGroup(opts, specs, url=url, key=key, secret=secret, seed=seed))
+            group_cpus.append(bench_cpu)
+        else:
+            from .worker import WorkerGroup
 
-        media_deadline = time.monotonic() + opts.media_timeout_s
-        # a condition over per-packet counters: polled, not signalled from the packet path
-        while time.monotonic() < media_deadline and publisher.connected and not all(  # noqa: ASYNC110
-                s.has_media for s in subscribers if s.connected):
-            await asyncio.sleep(0.05)
+            group_cpus += [worker_cpus[w % len(worker_cpus)] for w in range(opts.processes)]
+            started = await asyncio.gather(*(
+                WorkerGroup.start(opts, w, url=url, key=key, secret=secret, seed=seed,
+                                  cpu=group_cpus[w]) for w in range(opts.processes)),
+                return_exceptions=True)
+            groups += [g for g in started if isinstance(g, WorkerGroup)]
+            failed = [str(g) for g in started if isinstance(g, BaseException)]
+            if failed:
+                raise BenchError("bench workers did not start: " + "; ".join(failed))
+        setup_started = time.monotonic()
+        statuses = await asyncio.gather(*(g.connect() for g in groups))
+        setup_s = time.monotonic() - setup_started
+        if not sum(s["publishers_connected"] for s in statuses):
+            errors = [e for s in statuses for e in s.get("errors", ())]
+            raise BenchError("no publisher connected, nothing to measure: "
+                             + "; ".join(dict.fromkeys(errors[:5])))
+        await asyncio.gather(*(g.wait_media() for g in groups))
         first_media_s = time.monotonic() - setup_started
-        if layers is not None:  # spread the subscribers over the layers
-            video = publisher.track_sids["video"]
-            replies = await asyncio.gather(*(
-                s.track_settings([video], quality=QUALITIES[i % 3])
-                for i, s in enumerate(subscribers) if s.connected), return_exceptions=True)
-            errors += [str(r) for r in replies if isinstance(r, BaseException)]
         await asyncio.sleep(opts.warmup_s)
 
         clock = CpuClock(server_pid) if server_pid is not None else None
-        start = await _snapshot(subscribers, publisher, clock, metrics_url)
+        start = await _snapshot(groups, clock, metrics_url, recording=True)
         memory = (MemorySeries.start(server_pid, opts.duration_s, start.at)
                   if server_pid is not None else None)
-        for sub in subscribers:
-            sub.core.recording = True
-        if publisher.core is not None:
-            publisher.core.recording = True
-        end = start
         window_end = start.at + opts.duration_s
         last = start
-        while True:
-            remaining = window_end - time.monotonic()
-            if remaining <= 0:
-                break
+        while (remaining := window_end - time.monotonic()) > 0:
             await asyncio.sleep(min(1.0, remaining))
             if memory is not None:
                 memory.sample(time.monotonic())
             if opts.show_progress and time.monotonic() - last.at >= 0.5:
-                now = _quick_snapshot(subscribers, publisher, clock)
-                progress(_progress_line(opts, start, last, now, subscribers))
+                now = await _snapshot(groups, clock, None)
+                progress(_progress_line(opts, start, last, now))
                 last = now
-        end = await _snapshot(subscribers, publisher, clock, metrics_url)
+        end = await _snapshot(groups, clock, metrics_url, recording=False)
         if memory is not None:
             memory.sample(end.at, force=True)
-        for sub in subscribers:
-            sub.core.recording = False
-        if publisher.core is not None:
-            publisher.core.recording = False
         if opts.show_progress:
-            progress(_progress_line(opts, start, start, end, subscribers), final=True)
-        if layers is not None and opts.switches:
-            switch_ms = await _switch_latencies(opts, subscribers, publisher, layers, errors)
-        report = _report(opts, start, end, subscribers, publisher, setup_s, first_media_s,
-                         media, cores)
+            progress(_progress_line(opts, start, start, end), final=True)
+        finals = await asyncio.gather(*(g.finish() for g in groups))
+        info: dict[str, Any] = {}
+        for final in finals:
+            info = merge(info, final)
+        info["media"] = finals[0]["media"]  # the same loop in every process: not summed
+        report = _report(opts, specs, start, end, info, setup_s, first_media_s,
+                         server_core, group_cpus)
         report["daemon_memory"] = memory.report() if memory is not None else None
-        if layers is not None:
-            report["mode"] = "livestream"
-            report["layers"] = {q: f"{m.width}x{m.height}" for q, m in zip(QUALITIES, layers,
-                                                                          strict=True)}
-            report["subscribers_per_layer"] = {
-                q: len(range(i, len(subscribers), 3)) for i, q in enumerate(QUALITIES)}
-            report["layer_switch_ms"] = percentiles(switch_ms)
-            report["layer_switches_measured"] = len(switch_ms)
     finally:
-        ticker.stop()
-        for sub in subscribers:
-            if sub.error:
-                errors.append(sub.error)
-        if publisher.error:
-            errors.append(publisher.error)
-        await _close_all([publisher, *subscribers])
-    report["errors"] = list(dict.fromkeys(errors))[:20]
+        await asyncio.gather(*(g.close() for g in groups), return_exceptions=True)
     report["seed"] = seed
     return report
 
 
-async def _switch_latencies(opts: ForwardOptions, subscribers: list[BenchSubscriber],
-                            publisher: BenchPublisher, layers: tuple[EncodedMedia, ...],
-                            errors: list[str]) -> list[float]:
-    """Each decoding subscriber changes layer ``opts.switches`` times (to the next quality
-    in low → medium → high → medium → low …): ms from the request to the first decoded
-    frame of the new layer's size."""
-    video = publisher.track_sids["video"]
-    sizes = {q: (m.width, m.height) for q, m in zip(QUALITIES, layers, strict=True)}
-    cycle = ("low", "medium", "high", "medium")
-
-    async def one(index: int, sub: BenchSubscriber) -> list[float]:
-        out: list[float] = []
-        frames = sub.core.decoded_frames
-        current = QUALITIES[index % 3]
-        step = cycle.index(current)
-        for _ in range(opts.switches):
-            step = (step + 1) % len(cycle)
-            quality = cycle[step]
-            if quality == current:
-                step = (step + 1) % len(cycle)
-                quality = cycle[step]
-            mark = len(frames)
-            sent = time.monotonic()
-            await sub.track_settings([video], quality=quality)
-            deadline = sent + SWITCH_TIMEOUT_S
-            found = None
-            while found is None and time.monotonic() < deadline:
-                found = next((f for f in frames[mark:]
-                              if (f.width, f.height) == sizes[quality]), None)
-                if found is None:
-                    await asyncio.sleep(0.005)
-            if found is None:
-                errors.append(f"{sub.name}: no {quality} frame {SWITCH_TIMEOUT_S} s after "
-                              "asking for it")
-            else:
-                out.append((found.arrival - sent) * 1000.0)
-            current = quality
-            await asyncio.sleep(0.3)  # let the new layer run a little
-        return out
-
-    deciders = [(i, s) for i, s in enumerate(subscribers)
-                if s.connected and s.core.checker is not None]
-    results = await asyncio.gather(*(one(i, s) for i, s in deciders), return_exceptions=True)
-    latencies: list[float] = []
-    for r in results:
-        if isinstance(r, BaseException):
-            errors.append(str(r))
-        else:
-            latencies += r
-    return latencies
-
-
-async def _close_all(clients: list[BenchPublisher | BenchSubscriber]) -> None:
-    gate = asyncio.Semaphore(32)
-
-    async def close(client: BenchPublisher | BenchSubscriber) -> None:
-        async with gate:
-            try:
-                await asyncio.wait_for(client.close(), 5)
-            except (TimeoutError, OSError, BenchError):
-                pass
-
-    await asyncio.gather(*(close(c) for c in clients))
-
-
-def _totals(subscribers: list[BenchSubscriber]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for sub in subscribers:
-        for name, value in sub.core.counters().items():
-            totals[name] = totals.get(name, 0) + value
-    return totals
-
-
-def _quick_snapshot(subscribers: list[BenchSubscriber], publisher: BenchPublisher,
-                    clock: CpuClock | None) -> _Snapshot:
-    t = _totals(subscribers)
-    return _Snapshot(time.monotonic(), clock.read_s() if clock else None, bench_cpu_s(),
-                     t.get("received", 0), t.get("octets", 0), t.get("expected", 0),
-                     t.get("unique", 0), t.get("originals", 0), t.get("rtx", 0),
-                     publisher.core.packets_sent if publisher.core else 0, None,
-                     {k: v for k, v in t.items() if k.startswith(("audio_", "video_"))},
-                     cpu_busy_s())
-
-
-async def _snapshot(subscribers: list[BenchSubscriber], publisher: BenchPublisher,
-                    clock: CpuClock | None, metrics_url: str | None) -> _Snapshot:
-    metrics = await asyncio.to_thread(scrape_metrics, metrics_url) if metrics_url else None
-    snap = _quick_snapshot(subscribers, publisher, clock)
-    snap.metrics = metrics
-    if snap.server_cpu_s is None and metrics and "process_cpu_seconds_total" in metrics:
-        snap.server_cpu_s = metrics["process_cpu_seconds_total"]
+async def _snapshot(groups: Sequence[Group], clock: CpuClock | None, metrics_url: str | None,
+                    *, recording: bool | None = None) -> _Snapshot:
+    metrics_task = (asyncio.ensure_future(asyncio.to_thread(scrape_metrics, metrics_url))
+                    if metrics_url else None)
+    states = await asyncio.gather(*(g.snapshot(recording) for g in groups))
+    snap = _Snapshot(time.monotonic(), clock.read_s() if clock else None, list(states),
+                     bench_cpu_s(), machine=cpu_busy_s())
+    if metrics_task is not None:
+        snap.metrics = await metrics_task
+    if snap.server_cpu_s is None and snap.metrics and "process_cpu_seconds_total" in snap.metrics:
+        snap.server_cpu_s = snap.metrics["process_cpu_seconds_total"]
     return snap
 
 
@@ -399,131 +263,191 @@ def _loss_pct(expected: int, got: int) -> float | None:
     return round(max(0, expected - got) * 100.0 / expected, 4)
 
 
-def _progress_line(opts: ForwardOptions, start: _Snapshot, last: _Snapshot, now: _Snapshot,
-                   subscribers: list[BenchSubscriber]) -> str:
+def _progress_line(opts: ForwardOptions, start: _Snapshot, last: _Snapshot,
+                   now: _Snapshot) -> str:
     dt = max(1e-6, now.at - last.at)
-    pps = (now.received - last.received) / dt
-    with_media = sum(1 for s in subscribers if s.has_media)
-    loss = _loss_pct(now.expected - start.expected, now.unique - start.unique)
+    pps = (now.totals.get("received", 0) - last.totals.get("received", 0)) / dt
+    with_media = sum(g["with_media"] for g in now.groups)
+    subscribers = sum(g["subscribers"] for g in now.groups)
+    loss = _loss_pct(now.totals.get("expected", 0) - start.totals.get("expected", 0),
+                     now.totals.get("unique", 0) - start.totals.get("unique", 0))
     server = (f"{(now.server_cpu_s - last.server_cpu_s) * 100 / dt:5.1f}%"
               if now.server_cpu_s is not None and last.server_cpu_s is not None else "   n/a")
-    bench = (now.bench_cpu_s - last.bench_cpu_s) * 100 / dt
-    return (f"[forward] {now.at - start.at:5.1f}/{opts.duration_s:g} s  "
-            f"subs with media {with_media}/{len(subscribers)}  rx {pps:8.0f} pps  "
+    bench = max((b["bench_cpu_s"] - a["bench_cpu_s"]) * 100 / dt
+                for a, b in zip(last.groups, now.groups, strict=True))
+    return (f"[{opts.mode}] {now.at - start.at:5.1f}/{opts.duration_s:g} s  "
+            f"subs with media {with_media}/{subscribers}  rx {pps:8.0f} pps  "
             f"loss {loss if loss is not None else 0:.3f}%  server cpu {server}  "
             f"bench cpu {bench:5.1f}%")
 
 
-def _report(opts: ForwardOptions, start: _Snapshot, end: _Snapshot,
-            subscribers: list[BenchSubscriber], publisher: BenchPublisher, setup_s: float,
-            first_media_s: float, media: Any,
-            cores: tuple[int | None, int | None]) -> dict[str, Any]:
+def _window(start: dict[str, int], end: dict[str, int], window_s: float,
+            samples: dict[str, list[float]]) -> dict[str, Any]:
+    """The traffic fields of a report (the whole run's or one room's)."""
+    def delta(name: str) -> int:
+        return end.get(name, 0) - start.get(name, 0)
+
+    forwarded = delta("received")
+    delays = percentiles(samples["delays_ms"])
+    return {
+        "forwarded_packets": forwarded,
+        "forwarded_pps": round(forwarded / window_s, 1),
+        "forwarded_bytes": delta("octets"),
+        "forwarded_bps": round(delta("octets") * 8 / window_s),
+        "loss_pct": _loss_pct(delta("expected"), delta("unique")),
+        "raw_loss_pct": _loss_pct(delta("expected"), delta("originals")),
+        "loss_pct_by_kind": {kind: _loss_pct(delta(f"{kind}_expected"), delta(f"{kind}_unique"))
+                             for kind in ("audio", "video")},
+        "retransmissions_received": delta("rtx"),
+        "delay_ms": delays,
+        "join_to_connected_ms": percentiles(samples["join_to_connected_ms"]),
+        "join_to_first_media_ms": percentiles(samples["join_to_first_media_ms"]),
+    }
+
+
+def _report(opts: ForwardOptions, specs: Sequence[ClientSpec], start: _Snapshot, end: _Snapshot,
+            info: dict[str, Any], setup_s: float, first_media_s: float,
+            server_core: int | None, group_cpus: Sequence[int | None]) -> dict[str, Any]:
     window_s = max(1e-6, end.at - start.at)
-    forwarded = end.received - start.received
     server_cpu_s = (round(end.server_cpu_s - start.server_cpu_s, 3)
                     if end.server_cpu_s is not None and start.server_cpu_s is not None else None)
-    bench_cpu = end.bench_cpu_s - start.bench_cpu_s
-    bench_cpu_pct = round(bench_cpu * 100 / window_s, 1)
+    # CPU of each bench process: the groups' processes (this one when there is one group)
+    process_cpu = [b["bench_cpu_s"] - a["bench_cpu_s"]
+                   for a, b in zip(start.groups, end.groups, strict=True)]
+    coordinator_cpu = end.coordinator_cpu_s - start.coordinator_cpu_s
+    bench_cpu = sum(process_cpu) + (coordinator_cpu if len(process_cpu) > 1 else 0.0)
+    worst = max(process_cpu)
     server_counters: dict[str, float] | None = None
     forwarding_advertised = False
     if start.metrics is not None and end.metrics is not None:
         forwarding_advertised = "sfu_forwarded_packets_total" in end.metrics
         server_counters = {label: end.metrics[name] - start.metrics.get(name, 0.0)
                            for name, label in SERVER_COUNTERS.items() if name in end.metrics}
-    delays = [d for s in subscribers for d in s.core.delays_ms]
-    decoders = [s.core for s in subscribers if s.core.checker is not None]
-    connected_subs = sum(1 for s in subscribers if s.connected)
+    rooms: dict[str, Any] = info["rooms"]
+    counts: dict[str, int] = {}
+    samples: dict[str, list[float]] = {}
+    for room in rooms.values():
+        counts = merge(counts, room["counts"])
+        samples = merge(samples, room["samples"])
+    totals = _window(start.totals, end.totals, window_s, samples)
+    forwarded = totals["forwarded_packets"]
     invalid: list[str] = []
-    if bench_cpu / window_s > BENCH_CPU_LIMIT:
-        invalid.append(f"the bench used {bench_cpu_pct}% of its CPU (limit "
-                       f"{BENCH_CPU_LIMIT * 100:.0f}%): it measured itself")
+    for i, used in enumerate(process_cpu):
+        if used / window_s > BENCH_CPU_LIMIT:
+            who = "the bench" if len(process_cpu) == 1 else f"bench process {i}"
+            invalid.append(f"{who} used {used * 100 / window_s:.1f}% of its CPU (limit "
+                           f"{BENCH_CPU_LIMIT * 100:.0f}%): it measured itself")
     if not forwarded:
         invalid.append("no media reached the subscribers")
     if server_cpu_s is None:
         invalid.append("no server CPU reading (give --server-pid or --metrics-url)")
-    if not publisher.connected or connected_subs < len(subscribers):
+    all_publishers = counts["publishers_connected"] == counts["publishers"]
+    if not all_publishers or counts["subscribers_connected"] < counts["subscribers"]:
         invalid.append("not every client connected")
-    drops = sum(s.transport.kernel_drops() for s in subscribers if s.transport is not None)
+    drops = info["subscriber_socket_drops"]
     warnings: list[str] = []
-    lag = percentiles(publisher.core.send_lag_ms) if publisher.core else None
+    lag = percentiles(samples["send_lag_ms"])
     if lag is not None and lag["p95"] > SEND_LAG_WARN_MS:
         warnings.append(f"publisher send lag p95 {lag['p95']} ms: the bench's event loop was "
                         "busy, so delay_ms includes bench queueing (use fewer subscribers)")
     if drops:
         warnings.append(f"the kernel dropped {drops} datagrams at the subscribers' sockets")
+    missing = [m for room in rooms.values() for m in room["missing_media"]]
+    if missing:
+        warnings.append(f"{len(missing)} subscribers lack expected streams, e.g. {missing[0]}")
     ours: dict[int, float] = {}
-    if cores[0] is not None and server_cpu_s is not None:
-        ours[cores[0]] = server_cpu_s
-    if cores[1] is not None:
-        ours[cores[1]] = bench_cpu
+    if server_core is not None and server_cpu_s is not None:
+        ours[server_core] = server_cpu_s
+    for cpu, used in zip(group_cpus, process_cpu, strict=True):
+        if cpu is not None:
+            ours[cpu] = ours.get(cpu, 0.0) + used
+    if len(process_cpu) > 1:
+        shared = Counter(c for c in group_cpus if c is not None)
+        for cpu, n in shared.items():
+            if n > 1 and ours[cpu] / window_s > BENCH_CPU_LIMIT:
+                warnings.append(f"the {n} bench processes on CPU {cpu} used "
+                                f"{ours[cpu] * 100 / window_s:.0f}% of it together: the "
+                                "clients were short of CPU")
     machine, noisy = machine_load(start.machine, end.machine, window_s, ours)
     warnings += noisy
-    published = end.published - start.published
-    return {
-        "mode": "forward",
-        "subscribers": len(subscribers),
+    publisher = info["publisher"]
+    published = end.totals.get("published", 0) - start.totals.get("published", 0)
+    report: dict[str, Any] = {
+        "mode": opts.mode,
+        "rooms": opts.rooms,
+        "publishers": counts["publishers"],
+        "subscribers": counts["subscribers"],
         "duration_s": round(window_s, 3),
         "warmup_s": opts.warmup_s,
         "forwarded_packets": forwarded,
-        "forwarded_pps": round(forwarded / window_s, 1),
-        "forwarded_bytes": end.octets - start.octets,
-        "forwarded_bps": round((end.octets - start.octets) * 8 / window_s),
+        "forwarded_pps": totals["forwarded_pps"],
+        "forwarded_bytes": totals["forwarded_bytes"],
+        "forwarded_bps": totals["forwarded_bps"],
         "us_per_forwarded_packet": (round(server_cpu_s * 1e6 / forwarded, 2)
                                     if server_cpu_s is not None and forwarded else None),
         "server_cpu_s": server_cpu_s,
         "server_cpu_pct": (round(server_cpu_s * 100 / window_s, 1)
                            if server_cpu_s is not None else None),
-        "loss_pct": _loss_pct(end.expected - start.expected, end.unique - start.unique),
-        "raw_loss_pct": _loss_pct(end.expected - start.expected,
-                                  end.originals - start.originals),
-        "loss_pct_by_kind": {
-            kind: _loss_pct(end.by_kind.get(f"{kind}_expected", 0)
-                            - start.by_kind.get(f"{kind}_expected", 0),
-                            end.by_kind.get(f"{kind}_unique", 0)
-                            - start.by_kind.get(f"{kind}_unique", 0))
-            for kind in ("audio", "video")},
-        "retransmissions_received": end.rtx - start.rtx,
+        **{k: totals[k] for k in ("loss_pct", "raw_loss_pct", "loss_pct_by_kind",
+                                  "retransmissions_received")},
         "simulated_loss_pct": {"subscribers": opts.loss_pct,
                                "publisher": opts.publisher_loss_pct},
-        "delay_ms": percentiles(delays),
+        "delay_ms": totals["delay_ms"],
         "delay_breakdown_ms": {
             "publisher_send_lag": lag,
-            "server_to_subscriber": percentiles(
-                [d for s in subscribers for d in s.core.hop_delays_ms]),
+            "server_to_subscriber": percentiles(samples["hop_delays_ms"]),
         },
+        "join_to_connected_ms": totals["join_to_connected_ms"],
+        "join_to_first_media_ms": totals["join_to_first_media_ms"],
         "bench_cpu_s": round(bench_cpu, 3),
-        "bench_cpu_pct": bench_cpu_pct,
+        "bench_cpu_pct": round(worst * 100 / window_s, 1),
+        "bench_processes": [
+            {"cpu": cpu, "cpu_s": round(used, 3), "cpu_pct": round(used * 100 / window_s, 1)}
+            for cpu, used in zip(group_cpus, process_cpu, strict=True)],
         "valid": not invalid,
         "invalid_reasons": invalid,
         "warnings": warnings,
         "machine_cpu_pct": machine,
         "connected": {
-            "publisher": publisher.connected,
-            "subscribers": connected_subs,
-            "subscribers_with_media": sum(1 for s in subscribers if s.has_media),
+            "publisher": all_publishers,
+            "publishers": counts["publishers_connected"],
+            "subscribers": counts["subscribers_connected"],
+            "subscribers_with_media": counts["subscribers_with_media"],
+            "streams_expected": counts["streams_expected"],
+            "streams_received": counts["streams_received"],
             "setup_s": round(setup_s, 3),
             "first_media_s": round(first_media_s, 3),
         },
         "forwarding_advertised": forwarding_advertised,
         "server_counters": server_counters,
         "publisher": {
-            **publisher.stats(),
+            **publisher,
             "window_packets": published,
             "window_pps": round(published / window_s, 1),
-            "video_bitrate_bps": media.video_bitrate_bps,
-            "audio_bitrate_bps": media.audio_bitrate_bps,
-            "fps": media.fps,
+            **{k: v for k, v in info["media"].items() if k != "layers"},
         },
-        "subscriber_feedback": {
-            k: sum(s.core.sent[k] for s in subscribers) for k in ("transport_cc", "rr", "nack",
-                                                                  "pli")},
+        "subscriber_feedback": info["subscriber_feedback"],
         "subscriber_socket_drops": drops,
-        "decode": {
-            "subscribers": len(decoders),
-            "frames": sum(c.checker.decoded for c in decoders if c.checker),
-            "errors": sum(c.checker.errors for c in decoders if c.checker),
-            "incomplete_frames": sum(c.assembler.incomplete for c in decoders if c.assembler),
-            "size": (f"{decoders[0].checker.width}x{decoders[0].checker.height}"
-                     if decoders and decoders[0].checker else None),
-        },
+        "decode": info["decode"],
+        "per_room": [
+            {"room": room_name(opts, int(r)), **rooms[r]["counts"],
+             **_window(start.rooms.get(r, {}), end.rooms.get(r, {}), window_s,
+                       rooms[r]["samples"])}
+            for r in sorted(rooms, key=int)],
+        "errors": list(dict.fromkeys(info["errors"]))[:20],
     }
+    if len(process_cpu) > 1:
+        report["bench_coordinator_cpu_pct"] = round(coordinator_cpu * 100 / window_s, 1)
+    if opts.mode == "meeting":
+        report["participants"] = counts["subscribers"]
+        report["simulcast"] = opts.simulcast
+    if opts.mode == "audio":
+        report["publishers_per_room"] = opts.publishers
+    if info["media"]["layers"]:
+        report["layers"] = info["media"]["layers"]
+    if opts.mode == "livestream":
+        report["subscribers_per_layer"] = {q: sum(1 for s in specs if s.quality == q)
+                                           for q in QUALITIES}
+        report["layer_switch_ms"] = percentiles(samples["layer_switch_ms"])
+        report["layer_switches_measured"] = len(samples["layer_switch_ms"])
+    return report

@@ -9,7 +9,7 @@ packets come back from a send cache (RTX when negotiated), and a keyframe reques
 the loop on its keyframe. :class:`SimulcastPublisherCore` sends the same way with RID
 simulcast, as Chromium does: per layer a media and an RTX SSRC announced only by the mid and
 rtp-stream-id / repaired-rtp-stream-id header extensions, keyframes per layer, and a way to
-hold a layer's keyframes back.
+hold a layer's keyframes back. :class:`AudioPublisherCore` sends the Opus stream alone.
 
 :class:`ReceiverCore` follows what a subscriber receives: packets and bytes per SSRC,
 extended sequence numbers, loss (with and without retransmissions), one-way delay from the
@@ -67,8 +67,8 @@ from .media import (
     write_vp8_descriptor,
 )
 
-__all__ = ["PUBLISHER_EXTENSIONS", "SIMULCAST_EXTENSIONS", "DecodedFrame", "PublisherCore",
-           "ReceiverCore", "RecvStream", "SimulcastLayer", "SimulcastPublisherCore",
+__all__ = ["PUBLISHER_EXTENSIONS", "SIMULCAST_EXTENSIONS", "AudioPublisherCore", "DecodedFrame",
+           "PublisherCore", "ReceiverCore", "RecvStream", "SimulcastLayer", "SimulcastPublisherCore",
            "SimulcastSource", "StreamInfo"]
 
 _HDR = struct.Struct("!BBHII")
@@ -383,6 +383,58 @@ class PublisherCore(_PublisherBase):
     @property
     def packets_sent(self) -> int:
         return self.audio.packets + self.video.packets + self.rtx.packets
+
+
+class AudioPublisherCore(_PublisherBase):
+    """An audio-only publisher: the Opus loop every 20 ms, nothing else (``sfu bench
+    audio``). Same header extensions, sender reports and counters as :class:`PublisherCore`;
+    ``start`` and every ``now`` are monotonic seconds."""
+
+    def __init__(self, media: EncodedMedia, *, audio_ssrc: int, start: float,
+                 wall_offset_s: float, initial: tuple[int, int, int], audio_mid: str = "0",
+                 audio_pt: int = 111, ext_ids: Mapping[str, int] = PUBLISHER_EXTENSIONS,
+                 cname: str = "bench") -> None:
+        """``initial``: random (seq, ts, transport seq) starting values."""
+        seq, ts, tcc_seq = initial
+        super().__init__(
+            media.audio_packets, media.fps,
+            _SendStream(audio_ssrc, audio_pt, 48000, seq, ts, audio_mid, ext_ids),
+            start=start, wall_offset_s=wall_offset_s, tcc_seq=tcc_seq, cname=cname)
+        self.keyframes_sent = 0
+        self.keyframe_requests = 0
+        self.video_packets = 0
+
+    @property
+    def next_at(self) -> float:
+        return self.start + self._audio_index * 0.02
+
+    def due(self, now: float) -> list[bytes]:
+        """Every audio packet scheduled at or before ``now``."""
+        start = self.start
+        if now - self.next_at > MAX_LATE_S:
+            self.late_skips += 1
+            self._audio_index = int((now - start) / 0.02)
+        out: list[bytes] = []
+        while (at := start + self._audio_index * 0.02) <= now:
+            out.append(self._audio_packet(now))
+            if self.recording:
+                self.send_lag_ms.append((now - at) * 1000.0)
+        return out
+
+    def on_rtcp(self, packets: Sequence[object], now: float) -> list[bytes]:
+        """NACKs for the audio SSRC (none when the answer has no ``nack`` for Opus)."""
+        out: list[bytes] = []
+        for pkt in packets:
+            if isinstance(pkt, Nack) and pkt.media_ssrc == self.audio.ssrc:
+                out += self._retransmit(self.audio, None, pkt.lost_seqs, now)
+        return out
+
+    def sender_reports(self, now: float) -> bytes:
+        return self._sender_reports((self.audio,), self.audio.ssrc, now)
+
+    @property
+    def packets_sent(self) -> int:
+        return self.audio.packets
 
 
 # -- simulcast --------------------------------------------------------------------------
@@ -718,6 +770,9 @@ class ReceiverCore:
         self._next_rr = 0.0
         self._last_pli = -1e9
         self._given_up = 0
+        #: With ``decode``: the one video SSRC that is decoded (the first to arrive; a
+        #: meeting subscriber receives several).
+        self.decode_ssrc: int | None = None
         self.assembler = Vp8FrameAssembler() if decode else None
         self.checker = Vp8Checker() if decode else None
         #: Whether to append every decoded video frame to ``decoded_frames`` (with ``decode``).
@@ -819,7 +874,9 @@ class ReceiverCore:
                                 ((int(now * 262144) - stamp) & 0xFFFFFF) * 1000.0 / 262144)
         assembler = self.assembler
         checker = self.checker
-        if assembler is not None and info.kind == "video" and checker is not None:
+        if assembler is not None and info.kind == "video" and checker is not None and (
+                self.decode_ssrc == stream.ssrc or self.decode_ssrc is None):
+            self.decode_ssrc = stream.ssrc
             end = payload_offset + view.payload_size - (2 if is_rtx else 0)
             for frame in assembler.push_frames(ext, ts, view.marker, data[payload_offset:end],
                                                now):

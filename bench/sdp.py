@@ -4,9 +4,10 @@ what they send passes the same parser the server uses).
 - :func:`publisher_offer`: BUNDLE, rtcp-mux, one ``m=audio`` (Opus 111) and one ``m=video``
   (VP8 96 + RTX 97), extmaps mid / abs-send-time / transport-cc, ``a=ssrc`` lines with
   cname and msid, ``a=setup:actpass``, our ICE credentials, fingerprint and host candidate.
-  With ``rids`` the video section offers RID simulcast as Chromium does: ``a=rid:<rid> send``
-  per layer, ``a=simulcast:send q;h;f``, the rtp-stream-id and repaired-rtp-stream-id
-  extmaps, and no ``a=ssrc`` / ``a=ssrc-group`` lines.
+  With ``video=False`` only the audio section. With ``rids`` the video section offers RID
+  simulcast as Chromium does: ``a=rid:<rid> send`` per layer, ``a=simulcast:send q;h;f``,
+  the rtp-stream-id and repaired-rtp-stream-id extmaps, and no ``a=ssrc`` /
+  ``a=ssrc-group`` lines.
 - :func:`subscriber_answer`: the answer to a server offer: same mids, ``recvonly`` for what
   the server sends, the offered codecs, payload types and extension ids, ``a=setup:active``,
   our ICE credentials and fingerprint. The data channel is refused (port 0): the bench
@@ -78,8 +79,10 @@ def publisher_offer(
     cname: str,
     ext_ids: Mapping[str, int] | None = None,
     rids: Sequence[str] = (),
+    video: bool = True,
 ) -> str:
-    """The publisher's offer: mid 0 audio, mid 1 video (see the module docstring).
+    """The publisher's offer: mid 0 audio, mid 1 video (see the module docstring); without
+    ``video`` the audio section alone.
 
     ``ext_ids`` default to :data:`~bench.rtp.PUBLISHER_EXTENSIONS`, with ``rids`` to
     :data:`~bench.rtp.SIMULCAST_EXTENSIONS`; the rid extensions are offered on the video
@@ -117,7 +120,7 @@ def publisher_offer(
                        *ssrc_lines(ssrcs.video, f"{stream_id}-video"),
                        *ssrc_lines(ssrcs.rtx, f"{stream_id}-video")]
     video_fb = ("goog-remb", "transport-cc", "ccm fir", "nack", "nack pli")
-    video = MediaSection("video", port, RTP_PROTOCOL, ("96", "97"), (connection,), (
+    video_section = MediaSection("video", port, RTP_PROTOCOL, ("96", "97"), (connection,), (
         *transport, Attribute("mid", "1"), *video_extmaps, Attribute("sendonly"),
         Attribute("msid", f"{stream_id} {stream_id}-video"), Attribute("rtcp-mux"),
         Attribute("rtcp-rsize"),
@@ -125,10 +128,12 @@ def publisher_offer(
         Attribute("rtpmap", "97 rtx/90000"), Attribute("fmtp", "97 apt=96"),
         *video_ssrcs,
     ))
+    sections = (audio, video_section) if video else (audio,)
     description = SessionDescription(
         Origin(session_id, 2), "-", ("t=0 0",),
-        (Attribute("group", "BUNDLE 0 1"), Attribute("msid-semantic", " WMS *")),
-        (audio, video),
+        (Attribute("group", "BUNDLE 0 1" if video else "BUNDLE 0"),
+         Attribute("msid-semantic", " WMS *")),
+        sections,
     )
     return str(description)
 

@@ -68,7 +68,7 @@ def run_sweep(opts: ForwardOptions, *, maximum: int, png: str | None,
               run: Callable[[ForwardOptions], tuple[dict[str, Any], int]] = run_forward
               ) -> tuple[dict[str, Any], int]:
     """Run the steps until one fails; returns the sweep report and an exit status."""
-    mode = "livestream" if opts.simulcast else "forward"
+    mode = opts.mode
     points: list[dict[str, Any]] = []
     for count in steps(opts.subscribers, maximum):
         progress(f"[sweep {mode}] {count} subscribers ...", final=True)

@@ -174,3 +174,21 @@ def test_bench_meeting_everyone_receives_everyone_else() -> None:
     assert report["decode"]["errors"] == 0
     assert report["errors"] == []
     _assert_rooms_sum_to_totals(report)
+
+
+@pytest.mark.timeout(150)
+def test_bench_livestream_over_two_worker_processes_and_two_rooms() -> None:
+    report = _run_bench("livestream", "--subscribers", "3", "--rooms", "2", "--processes", "2",
+                        "--duration", "2", "--warmup", "1", "--switches", "1",
+                        "--media-timeout", "15", timeout_s=140)
+    assert report["mode"] == "livestream"
+    assert len(report["bench_processes"]) == 2  # one entry per worker process
+    assert report["publishers"] == 2
+    assert report["subscribers"] == 6
+    assert report["connected"]["subscribers"] == 6
+    assert report["connected"]["subscribers_with_media"] == 6
+    assert report["subscribers_per_layer"] == {"low": 2, "medium": 2, "high": 2}
+    assert report["layer_switches_measured"] == 6  # 2 rooms x 3 decoding subscribers x 1
+    assert report["decode"]["errors"] == 0
+    assert report["errors"] == []
+    _assert_rooms_sum_to_totals(report)
