@@ -90,6 +90,7 @@ def start_daemon(workdir: Path, *, cpu: int | None, log_level: str = "warning",
         "[metrics]", f"port = {metrics_port}",
         "[rtc]", f"udp_port = {udp_port}",
         "[logging]", 'format = "json"', f'level = "{log_level}"',
+        "[store]", f'path = "{workdir / "sfu.db"}"',
         "[[auth.hmac_keys]]", f'key = "{API_KEY}"', f'secret_file = "{secret_file}"',
     ]) + "\n")
     command = [sys.executable, "-m", "sfu", "serve", "--config", str(config)]

@@ -43,18 +43,23 @@ class CpuClock:
 
 
 def memory_kb(pid: int) -> dict[str, int] | None:
-    """Resident (``rss_kb``) and proportional (``pss_kb``) set size of a process, from
+    """Resident (``rss_kb``), proportional (``pss_kb``: shared pages divided among the
+    processes mapping them, so it drops when other processes map the same libraries) and
+    unique (``uss_kb``: private pages only) set size of a process, from
     ``/proc/<pid>/smaps_rollup``; None when it cannot be read."""
-    out: dict[str, int] = {}
+    fields: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 name, _, rest = line.partition(":")
-                if name in ("Rss", "Pss"):
-                    out[f"{name.lower()}_kb"] = int(rest.split()[0])
+                if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                    fields[name] = int(rest.split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return out if len(out) == 2 else None
+    if len(fields) != 4:
+        return None
+    return {"rss_kb": fields["Rss"], "pss_kb": fields["Pss"],
+            "uss_kb": fields["Private_Clean"] + fields["Private_Dirty"]}
 
 
 @dataclass(slots=True)
@@ -64,7 +69,7 @@ class MemorySeries:
 
     pid: int
     interval_s: float
-    samples: list[tuple[float, int, int]]  # (seconds into the window, rss_kb, pss_kb)
+    samples: list[tuple[float, int, int, int]]  # (s into the window, rss_kb, pss_kb, uss_kb)
     started: float = 0.0
     next_at: float = 0.0
 
@@ -81,20 +86,23 @@ class MemorySeries:
         reading = memory_kb(self.pid)
         if reading is not None:
             self.samples.append((round(now - self.started, 1), reading["rss_kb"],
-                                 reading["pss_kb"]))
+                                 reading["pss_kb"], reading["uss_kb"]))
         self.next_at = now + self.interval_s
 
     def report(self) -> dict[str, object] | None:
         if not self.samples:
             return None
-        pss = [s[2] for s in self.samples]
-        first = pss[0]
+        def summary(column: int) -> dict[str, object]:
+            values = [s[column] for s in self.samples]
+            first = values[0]
+            return {"first": first, "last": values[-1], "min": min(values), "max": max(values),
+                    "max_deviation_pct": (round(max(abs(v - first) for v in values) * 100
+                                                / first, 2) if first else None)}
+
+        pss = summary(2)
         return {
-            "rss_kb": {"first": self.samples[0][1], "last": self.samples[-1][1],
-                       "max": max(s[1] for s in self.samples)},
-            "pss_kb": {"first": first, "last": pss[-1], "min": min(pss), "max": max(pss)},
-            "pss_max_deviation_pct": round(max(abs(p - first) for p in pss) * 100 / first, 2)
-                                     if first else None,
+            "rss_kb": summary(1), "pss_kb": pss, "uss_kb": summary(3),
+            "pss_max_deviation_pct": pss["max_deviation_pct"],
             "interval_s": self.interval_s,
             "samples": [list(s) for s in self.samples],
         }

@@ -757,7 +757,10 @@ class ReceiverCore:
         self.octets = 0
         self.unknown_ssrc = 0
         self.malformed = 0
-        self.sent = {"transport_cc": 0, "rr": 0, "nack": 0, "pli": 0}
+        #: RTCP sent, by kind; ``rr_blocks``: report blocks in those RRs (``_after_sr``:
+        #: the ones answering a sender report, from which the server measures RTT)
+        self.sent = {"transport_cc": 0, "rr": 0, "nack": 0, "pli": 0, "rr_blocks": 0,
+                     "rr_blocks_after_sr": 0}
         self.srs = 0
         self.recording = False
         self.delays_ms: array[float] = array("d")
@@ -941,6 +944,8 @@ class ReceiverCore:
             for i in range(0, len(blocks), 31):
                 out.append(build_rr(self.sender_ssrc, blocks[i:i + 31]))
                 self.sent["rr"] += 1
+            self.sent["rr_blocks"] += len(blocks)
+            self.sent["rr_blocks_after_sr"] += sum(1 for b in blocks if b.lsr)
         return out
 
     def counters(self) -> dict[str, int]:
@@ -970,3 +975,5 @@ def classify_feedback(packets: list[object], counts: dict[str, int]) -> None:
         name = {TransportCc: "transport_cc", ReceiverReport: "rr", Remb: "remb", Nack: "nack",
                 Pli: "pli", Fir: "fir", SenderReport: "sr"}.get(type(pkt), "other")
         counts[name] = counts.get(name, 0) + 1
+        if isinstance(pkt, ReceiverReport):
+            counts["rr_blocks"] = counts.get("rr_blocks", 0) + len(pkt.reports)

@@ -66,6 +66,12 @@ class ClientTransport(asyncio.DatagramProtocol):
         self.dtls_s = 0.0  # DTLS handshake time
         self.stun_responses = 0
         self.send_errors = 0
+        #: every datagram this client received from and sent to the server (STUN, DTLS,
+        #: SRTP, SRTCP), before any simulated loss
+        self.datagrams_in = 0
+        self.bytes_in = 0
+        self.datagrams_out = 0
+        self.bytes_out = 0
         #: Fraction of incoming SRTP/SRTCP datagrams dropped on purpose (simulated loss).
         self.drop_rate = 0.0
         self.dropped = 0
@@ -105,6 +111,8 @@ class ClientTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if not data:
             return
+        self.datagrams_in += 1
+        self.bytes_in += len(data)
         first = data[0]
         if 127 < first < 192:
             if self.drop_rate and self._rng.random() < self.drop_rate:
@@ -229,6 +237,8 @@ class ClientTransport(asyncio.DatagramProtocol):
             self.send_errors += 1
             return
         transport.sendto(data, self.server)
+        self.datagrams_out += 1
+        self.bytes_out += len(data)
 
     def send_rtp(self, data: bytes) -> None:
         if self.connected:

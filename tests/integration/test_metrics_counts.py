@@ -7,7 +7,13 @@ the subscribers received on their media SSRCs, retransmissions = RTX packets the
 received, publisher packets = what the publisher sent, keyframe requests out = PLIs the
 publisher received, sender reports = SRs the subscribers received, layer switches = the
 size changes the switching subscriber decoded, rooms / participants / tracks gauges = the
-room as the test built it. Loopback loses nothing, so there is no slack in the equalities.
+room as the test built it, PLIs in = PLIs the subscribers sent, RTCP feedback to the
+publisher by kind = what it received, loss and jitter observations = receiver-report blocks
+(subscribers' for "down", the publisher's received ones for "up"), RTT observations = blocks
+answering a sender report, UDP datagrams and bytes in / out = what the clients sent /
+received, and the incoming bitrate per layer ≈ the publisher's own count (within 20 %).
+Loopback loses nothing, so there is no slack in the equalities; the clients' counts are read
+in the same turn of the test's event loop as the (blocking) scrape.
 """
 
 from __future__ import annotations
@@ -91,7 +97,21 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
         sent = [(time.monotonic(), [layer.video.octets for layer in pub.simulcast.layers])]
         await asyncio.sleep(2.0)
         sent.append((time.monotonic(), [layer.video.octets for layer in pub.simulcast.layers]))
+        # the clients' counts and the scrape in one turn of this loop: nothing is sent between
+        blocks = sum(sub.core.sent["rr_blocks"] for sub in subs)
+        answering_sr = sum(sub.core.sent["rr_blocks_after_sr"] for sub in subs)
+        blocks_up = pub.stats()["feedback_received"].get("rr_blocks", 0)
         rates = scrape(daemon)
+
+        def link_delta(name: str) -> float:
+            return rates.get(name, 0.0) - before.get(name, 0.0)
+
+        # link figures: one observation per receiver-report block, in both directions
+        for histogram in ("sfu_packet_loss_ratio_count", "sfu_jitter_seconds_count"):
+            assert link_delta(f'{histogram}{{direction="down"}}') == blocks > 0
+            assert link_delta(f'{histogram}{{direction="up"}}') == blocks_up > 0
+        # RTT: one per block answering one of our sender reports
+        assert link_delta("sfu_rtt_seconds_count") == answering_sr > 0
         for i in range(len(layers)):
             measured = rates[f'sfu_layer_bitrate_bps{{kind="video",layer="{i}"}}']
             counted = (sent[1][1][i] - sent[0][1][i]) * 8 / (sent[1][0] - sent[0][0])
@@ -101,6 +121,8 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
     # let in-flight packets land and the SFU's last reports go out, then stop counting
     await asyncio.sleep(1.5)
     after = scrape(daemon)
+    clients_udp = {k: sum(getattr(c.transport, k) for c in (pub, *subs) if c.transport)
+                   for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out")}
     for sub in subs:
         await sub.close()
     ticker.stop()
@@ -127,6 +149,12 @@ async def test_media_metrics_equal_what_the_clients_counted(daemon: Daemon) -> N
     assert delta('sfu_nacks_total{direction="in"}') == sum(sub.core.sent["nack"] for sub in subs)
     assert delta('sfu_keyframe_requests_total{direction="in"}') == sum(
         sub.core.sent["pli"] for sub in subs)
+    # every datagram and byte on the media port, both ways, as the clients counted them
+    for direction, client_side in (("in", "out"), ("out", "in")):
+        assert delta(f'sfu_udp_datagrams_total{{direction="{direction}"}}') == clients_udp[
+            f"datagrams_{client_side}"]
+        assert delta(f'sfu_udp_bytes_total{{direction="{direction}"}}') == clients_udp[
+            f"bytes_{client_side}"]
     # RTCP feedback the SFU sent the publisher = what the publisher received, by kind
     feedback = pub.stats()["feedback_received"]
     for kind in ("transport_cc", "rr", "remb"):
